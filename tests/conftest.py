@@ -7,12 +7,18 @@ that asks for a database gets a fresh one, dropped afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
+from ingest.migrate import migrate
+from ingest.settings import StorageSettings
 from simulator.services import MosquittoServer, PostgresServer
 from tests.support.db import DatabaseServer, timescaledb_available
 from tests.support.proxy import TcpProxy
@@ -86,3 +92,57 @@ def tcp_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
 def workdir(tmp_path: Path) -> Path:
     """A scratch directory for this test (alias kept short for readability)."""
     return tmp_path
+
+
+class _Templates:
+    """Migrated template databases, one per storage path, made on first use."""
+
+    def __init__(self, server: DatabaseServer) -> None:
+        self.server = server
+        self._names: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, mode: str) -> str:
+        with self._lock:
+            if mode not in self._names:
+                name = self.server.create_database()
+                settings = StorageSettings(storage_mode="plain" if mode == "plain" else "timescale")
+                asyncio.run(migrate(self.server.url_for(name), settings))
+                # No connections allowed: TimescaleDB's scheduler would otherwise hold one
+                # and CREATE DATABASE ... TEMPLATE refuses a template in use.
+                with psycopg.connect(self.server.admin_url, autocommit=True) as conn:
+                    conn.execute(
+                        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                            sql.Identifier(name)
+                        )
+                    )
+                    conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = %s AND pid <> pg_backend_pid()",
+                        [name],
+                    )
+                self._names[mode] = name
+            return self._names[mode]
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(pg_server: DatabaseServer) -> _Templates:
+    """Factory of migrated template databases per storage path."""
+    return _Templates(pg_server)
+
+
+@pytest.fixture(params=["plain", pytest.param("timescale", marks=pytest.mark.timescale)])
+def storage_mode(request: pytest.FixtureRequest) -> str:
+    """Each storage path in turn; timescale is skipped where the extension is absent."""
+    mode: str = request.param
+    return mode
+
+
+@pytest.fixture
+def db_url(
+    pg_server: DatabaseServer, migrated_templates: _Templates, storage_mode: str
+) -> Iterator[str]:
+    """A fresh database with the current schema on the path of ``storage_mode``."""
+    name = pg_server.create_database(template=migrated_templates.get(storage_mode))
+    yield pg_server.url_for(name)
+    pg_server.drop_database(name)

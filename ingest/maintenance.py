@@ -1,0 +1,260 @@
+"""Scheduled upkeep of the storage: partitions, retention, rollups and TimescaleDB policies.
+
+On plain PostgreSQL the ingest service runs these on a schedule (see ``ingest.jobs``):
+daily partitions are created ahead (and on demand by the writer), expired ones are
+detached and dropped, and the 1-minute and 1-hour rollups are refreshed from the minutes
+the writer marked dirty. On TimescaleDB the extension's own policies do this work; only
+dead-letter retention runs here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import LiteralString
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+
+from ingest.settings import StorageSettings
+
+__all__ = [
+    "RefreshResult",
+    "RetentionResult",
+    "apply_retention",
+    "apply_timescale_policies",
+    "create_day_partitions",
+    "ensure_partitions",
+    "partition_name",
+    "refresh_rollups",
+]
+
+log = logging.getLogger(__name__)
+
+_PARTITION_LOCK = 0x7E1E_0002
+_ROLLUP_LOCK = 0x7E1E_0003
+_MAX_REFRESH_RANGE = timedelta(hours=6)  # bounds the memory of one aggregation statement
+
+_EXISTING_PARTITIONS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'readings'::regclass
+"""
+
+_REFRESH_1M = """
+INSERT INTO readings_1m (bucket, device_key, metric_key, count, sum, min, max, first, last)
+SELECT date_trunc('minute', time), device_key, metric_key, count(*), sum(value), min(value),
+       max(value), (array_agg(value ORDER BY time))[1], (array_agg(value ORDER BY time DESC))[1]
+FROM readings
+WHERE time >= %(lo)s AND time < %(hi)s AND date_trunc('minute', time) = ANY(%(minutes)s)
+GROUP BY 1, 2, 3
+"""
+
+_REFRESH_1H = """
+INSERT INTO readings_1h (bucket, device_key, metric_key, count, sum, min, max, first, last)
+SELECT date_trunc('hour', bucket), device_key, metric_key, sum(count), sum(sum), min(min),
+       max(max), (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1]
+FROM readings_1m
+WHERE bucket >= %(lo)s AND bucket < %(hi)s AND date_trunc('hour', bucket) = ANY(%(hours)s)
+GROUP BY 1, 2, 3
+"""
+
+
+def partition_name(day: date) -> str:
+    """Name of the plain-PostgreSQL partition holding ``day`` (UTC)."""
+    return f"readings_p{day:%Y%m%d}"
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+async def create_day_partitions(conn: AsyncConnection[TupleRow], days: Iterable[date]) -> list[str]:
+    """Create the daily partitions for ``days`` that do not exist yet; return their names."""
+    wanted = sorted(set(days))
+    created: list[str] = []
+    async with conn.transaction():
+        # IF NOT EXISTS is not race-free for partitions; writers and jobs take turns instead.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PARTITION_LOCK])
+        cur = await conn.execute(_EXISTING_PARTITIONS)
+        existing = {row[0] for row in await cur.fetchall()}
+        for day in wanted:
+            name = partition_name(day)
+            if name in existing:
+                continue
+            await conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
+                ).format(
+                    sql.Identifier(name),
+                    sql.Literal(_day_start(day)),
+                    sql.Literal(_day_start(day + timedelta(days=1))),
+                )
+            )
+            created.append(name)
+    if created:
+        log.info("created partitions %s", ", ".join(created))
+    return created
+
+
+async def ensure_partitions(
+    conn: AsyncConnection[TupleRow], now: datetime, ahead_days: int
+) -> list[str]:
+    """Create partitions from yesterday to ``ahead_days`` after ``now``."""
+    today = now.astimezone(UTC).date()
+    return await create_day_partitions(
+        conn, (today + timedelta(days=n) for n in range(-1, ahead_days + 1))
+    )
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What a retention run removed."""
+
+    dropped_partitions: tuple[str, ...]
+    dead_letters_deleted: int
+
+
+async def apply_retention(
+    conn: AsyncConnection[TupleRow],
+    now: datetime,
+    retention_days: int,
+    dead_letter_retention_days: int,
+    *,
+    plain: bool,
+) -> RetentionResult:
+    """Drop readings and rollups past retention (plain path) and old dead letters.
+
+    ``conn`` must be in autocommit mode: partitions are detached concurrently so that
+    writers are not blocked.
+    """
+    cutoff = now - timedelta(days=retention_days)
+    dropped: list[str] = []
+    if plain:
+        cur = await conn.execute(_EXISTING_PARTITIONS)
+        for (name,) in await cur.fetchall():
+            try:
+                day = datetime.strptime(name, "readings_p%Y%m%d").replace(tzinfo=UTC).date()
+            except ValueError:
+                continue  # not one of ours: leave it alone
+            if _day_start(day + timedelta(days=1)) <= cutoff:
+                ident = sql.Identifier(name)
+                await conn.execute(
+                    sql.SQL("ALTER TABLE readings DETACH PARTITION {} CONCURRENTLY").format(ident)
+                )
+                await conn.execute(sql.SQL("DROP TABLE {}").format(ident))
+                dropped.append(name)
+        for table in ("readings_1m", "readings_1h"):
+            await conn.execute(
+                sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(table)),
+                [cutoff],
+            )
+    cur = await conn.execute(
+        "DELETE FROM dead_letters WHERE received_at < %s",
+        [now - timedelta(days=dead_letter_retention_days)],
+    )
+    if dropped:
+        log.info("retention dropped partitions %s", ", ".join(dropped))
+    return RetentionResult(tuple(dropped), cur.rowcount)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a rollup refresh did: ``None`` watermark when another refresh held the lock."""
+
+    minutes: int
+    hours: int
+    watermark: datetime | None
+
+
+def _ranges(points: list[datetime], step: timedelta) -> list[tuple[datetime, datetime]]:
+    """Group sorted bucket starts into [lo, hi) ranges of adjacent buckets."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for point in points:
+        if ranges and ranges[-1][1] == point and point - ranges[-1][0] < _MAX_REFRESH_RANGE:
+            ranges[-1] = (ranges[-1][0], point + step)
+        else:
+            ranges.append((point, point + step))
+    return ranges
+
+
+async def refresh_rollups(
+    conn: AsyncConnection[TupleRow], now: datetime, lag: timedelta = timedelta(minutes=1)
+) -> RefreshResult:
+    """Re-aggregate every dirty minute before ``now - lag`` and the hours containing them.
+
+    Minutes after that watermark are still filling; readers take them from raw rows.
+    """
+    watermark = datetime.fromtimestamp((now - lag).timestamp() // 60 * 60, UTC)
+    async with conn.transaction():
+        cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [_ROLLUP_LOCK])
+        locked = await cur.fetchone()
+        if not locked or not locked[0]:
+            return RefreshResult(0, 0, None)
+        cur = await conn.execute(
+            "DELETE FROM rollup_dirty WHERE minute < %s RETURNING minute", [watermark]
+        )
+        minutes = sorted({row[0] for row in await cur.fetchall()})
+        hours = sorted({m.replace(minute=0) for m in minutes})
+        if minutes:
+            await conn.execute("DELETE FROM readings_1m WHERE bucket = ANY(%s)", [minutes])
+            for lo, hi in _ranges(minutes, timedelta(minutes=1)):
+                await conn.execute(_REFRESH_1M, {"lo": lo, "hi": hi, "minutes": minutes})
+            await conn.execute("DELETE FROM readings_1h WHERE bucket = ANY(%s)", [hours])
+            for lo, hi in _ranges(hours, timedelta(hours=1)):
+                await conn.execute(_REFRESH_1H, {"lo": lo, "hi": hi, "hours": hours})
+        await conn.execute(
+            "UPDATE rollup_state SET watermark = greatest(watermark, %s) WHERE name = 'rollups'",
+            [watermark],
+        )
+    return RefreshResult(len(minutes), len(hours), watermark)
+
+
+async def apply_timescale_policies(
+    conn: AsyncConnection[TupleRow], storage: StorageSettings, *, with_rollups: bool
+) -> None:
+    """(Re)apply chunking, compression, retention and refresh policies from ``storage``."""
+    retention = timedelta(days=storage.retention_days)
+    # The refresh window reaches past the compression horizon: late rows land in chunks
+    # that are still uncompressed or are decompressed on insert, and are re-aggregated.
+    refresh_window = timedelta(days=storage.compress_after_days + 1)
+    statements: list[tuple[LiteralString, list[object]]] = [
+        (
+            "SELECT set_chunk_time_interval('readings', %s::interval)",
+            [timedelta(hours=storage.chunk_interval_hours)],
+        ),
+        ("SELECT remove_compression_policy('readings', if_exists => true)", []),
+        (
+            "SELECT add_compression_policy('readings', %s::interval)",
+            [timedelta(days=storage.compress_after_days)],
+        ),
+        ("SELECT remove_retention_policy('readings', if_exists => true)", []),
+        ("SELECT add_retention_policy('readings', %s::interval)", [retention]),
+    ]
+    if with_rollups:
+        for view, step, every in (
+            ("readings_1m", timedelta(minutes=1), timedelta(minutes=1)),
+            ("readings_1h", timedelta(hours=1), timedelta(minutes=15)),
+        ):
+            statements += [
+                (
+                    (
+                        "SELECT remove_continuous_aggregate_policy("
+                        "%s::regclass, if_not_exists => true)"
+                    ),
+                    [view],
+                ),
+                (
+                    (
+                        "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s,"
+                        " end_offset => %s, schedule_interval => %s)"
+                    ),
+                    [view, max(refresh_window, 2 * step), step, every],
+                ),
+                ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [view]),
+                ("SELECT add_retention_policy(%s::regclass, %s::interval)", [view, retention]),
+            ]
+    async with conn.transaction():
+        for statement, params in statements:
+            await conn.execute(statement, params)

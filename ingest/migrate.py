@@ -1,0 +1,192 @@
+"""Versioned, idempotent schema migrations.
+
+Each version is one SQL file in ``ingest/sql``: ``NNN_name.sql`` for both storage paths, or
+``NNN_name.plain.sql`` and ``NNN_name.timescale.sql`` where they differ. ``schema_version``
+records what was applied; running ``migrate`` again applies only what is missing, then
+re-applies the settings (retention, chunking, policies) so that changing them takes effect.
+Concurrent runs serialize on an advisory lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Literal
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from ingest import maintenance
+from ingest.errors import MigrationError, one_line
+from ingest.settings import StorageSettings
+
+__all__ = ["MIGRATIONS", "MigrationResult", "ResolvedMode", "migrate", "schema_state"]
+
+log = logging.getLogger(__name__)
+
+ResolvedMode = Literal["timescale", "plain"]
+
+#: (version, name) in order; the SQL lives in ingest/sql.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "core"), (2, "readings"), (3, "rollups"))
+
+_LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What a migrate run found and did."""
+
+    mode: ResolvedMode
+    from_version: int
+    to_version: int
+    applied: tuple[int, ...]
+
+
+def _sql_for(version: int, name: str, mode: ResolvedMode) -> str:
+    folder = resources.files("ingest") / "sql"
+    for candidate in (f"{version:03d}_{name}.{mode}.sql", f"{version:03d}_{name}.sql"):
+        path = folder / candidate
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise MigrationError(f"no SQL for migration {version} ({name}) on the {mode} path")
+
+
+async def schema_state(conn: AsyncConnection[TupleRow]) -> tuple[int, ResolvedMode | None]:
+    """Return the applied schema version (0 when none) and the storage mode chosen."""
+    row = await (
+        await conn.execute(
+            "SELECT to_regclass('schema_version') IS NOT NULL,"
+            " to_regclass('storage_settings') IS NOT NULL"
+        )
+    ).fetchone()
+    assert row is not None
+    if not row[0]:
+        return 0, None
+    version_row = await (
+        await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+    ).fetchone()
+    version = int(version_row[0]) if version_row else 0
+    mode: ResolvedMode | None = None
+    if row[1]:
+        mode_row = await (
+            await conn.execute("SELECT value FROM storage_settings WHERE key = 'storage_mode'")
+        ).fetchone()
+        if mode_row is not None:
+            mode = "timescale" if mode_row[0] == "timescale" else "plain"
+    return version, mode
+
+
+async def _timescaledb_usable(conn: AsyncConnection[TupleRow]) -> bool:
+    row = await (
+        await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
+            " current_setting('shared_preload_libraries') LIKE '%%timescaledb%%'"
+        )
+    ).fetchone()
+    return bool(row and row[0] and row[1])
+
+
+async def _resolve_mode(
+    conn: AsyncConnection[TupleRow], wanted: str, existing: ResolvedMode | None
+) -> ResolvedMode:
+    if existing is not None:
+        if wanted not in ("auto", existing):
+            raise MigrationError(
+                f"the database was created for the {existing} path; it cannot be switched to "
+                f"{wanted} in place (export and re-import the data instead)"
+            )
+        return existing
+    usable = await _timescaledb_usable(conn)
+    if wanted == "timescale" and not usable:
+        raise MigrationError(
+            "STORAGE_MODE=timescale but the TimescaleDB extension is not installed or not in "
+            "shared_preload_libraries on this server"
+        )
+    if wanted == "plain" or not usable:
+        return "plain"
+    return "timescale"
+
+
+async def migrate(
+    conninfo: str, storage: StorageSettings, target: int | None = None
+) -> MigrationResult:
+    """Bring the schema to ``target`` (default: the newest) and apply the storage settings."""
+    newest = MIGRATIONS[-1][0]
+    target = newest if target is None else target
+    if not 1 <= target <= newest:
+        raise MigrationError(f"target version must be between 1 and {newest}, not {target}")
+    try:
+        conn = await AsyncConnection.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise MigrationError(f"cannot connect to the database: {one_line(exc)}") from exc
+    async with conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
+        try:
+            return await _migrate_locked(conn, storage, target)
+        except psycopg.Error as exc:
+            raise MigrationError(f"migration failed: {one_line(exc)}") from exc
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+
+
+async def _migrate_locked(
+    conn: AsyncConnection[TupleRow], storage: StorageSettings, target: int
+) -> MigrationResult:
+    await conn.execute(_VERSION_TABLE)
+    current, existing_mode = await schema_state(conn)
+    if current > target:
+        raise MigrationError(
+            f"the schema is at version {current}, newer than {target}; downgrades are not supported"
+        )
+    mode = await _resolve_mode(conn, storage.storage_mode, existing_mode)
+    if mode == "timescale":
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    applied = []
+    for version, name in MIGRATIONS:
+        if current < version <= target:
+            async with conn.transaction():
+                await conn.execute(_sql_for(version, name, mode).encode())
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name) VALUES (%s, %s)", [version, name]
+                )
+            log.info("applied migration %03d_%s (%s path)", version, name, mode)
+            applied.append(version)
+    await _apply_settings(conn, mode, storage, max(current, target))
+    return MigrationResult(mode, current, max(current, target), tuple(applied))
+
+
+async def _apply_settings(
+    conn: AsyncConnection[TupleRow], mode: ResolvedMode, storage: StorageSettings, version: int
+) -> None:
+    settings = {
+        "storage_mode": mode,
+        "retention_days": str(storage.retention_days),
+        "partitions_ahead_days": str(storage.partitions_ahead_days),
+        "dead_letter_retention_days": str(storage.dead_letter_retention_days),
+    }
+    async with conn.transaction():
+        for key, value in settings.items():
+            await conn.execute(
+                "INSERT INTO storage_settings (key, value) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+    if version < 2:
+        return
+    if mode == "plain":
+        await maintenance.ensure_partitions(
+            conn, datetime.now(UTC), ahead_days=storage.partitions_ahead_days
+        )
+        return
+    await maintenance.apply_timescale_policies(conn, storage, with_rollups=version >= 3)

@@ -1,0 +1,321 @@
+"""Idempotent batch writer: binary COPY into a staging table, then one INSERT ... ON CONFLICT.
+
+A batch is committed whole or not at all, together with its dead letters and the device
+bookkeeping it carries, so that one commit covers everything an acknowledgement promises.
+Transient failures (connection lost, server restarting, deadlock) are retried with capped,
+jittered backoff for ``retry_max_s``; after that :class:`StorageUnavailableError` tells the
+caller to push back. Retrying is safe: rows already stored count as duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import Enum
+from typing import Literal, Self, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, errors
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from ingest import maintenance
+from ingest.errors import StorageDataError, StorageUnavailableError, one_line
+
+__all__ = ["BatchWriter", "DeadLetter", "DeviceUpdate", "ReadingSet", "WriteResult"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: (device_key, ts, {metric name: value}): one sample instant of one device.
+ReadingSet = tuple[int, datetime, Mapping[str, float]]
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS staging_readings (
+    time timestamptz NOT NULL, device_key int4 NOT NULL, metric_key int2 NOT NULL,
+    value float8 NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+_COPY = "COPY staging_readings (time, device_key, metric_key, value) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ["timestamptz", "int4", "int2", "float8"]
+_MERGE = """
+INSERT INTO readings (time, device_key, metric_key, value)
+SELECT time, device_key, metric_key, value FROM staging_readings
+ON CONFLICT DO NOTHING
+"""
+_MARK_DIRTY = """
+INSERT INTO rollup_dirty (minute)
+SELECT DISTINCT date_trunc('minute', time) FROM staging_readings
+"""
+_UPDATE_DEVICES = """
+UPDATE devices d
+SET last_seen = greatest(d.last_seen, u.last_seen),
+    last_seq = coalesce(u.last_seq, d.last_seq),
+    seq_gaps = d.seq_gaps + u.gaps
+FROM unnest(%s::int4[], %s::timestamptz[], %s::int8[], %s::int8[])
+     AS u(device_key, last_seen, last_seq, gaps)
+WHERE d.device_key = u.device_key
+"""
+_INSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (received_at, source, device_id, item_index, reason, detail, payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+_KNOWN_METRICS = "SELECT name, metric_key FROM metrics WHERE name = ANY(%s)"
+_CREATE_METRICS = """
+INSERT INTO metrics (name)
+SELECT n FROM unnest(%s::text[]) AS n WHERE NOT EXISTS (SELECT 1 FROM metrics WHERE name = n)
+ON CONFLICT (name) DO NOTHING
+"""
+
+# Failures worth retrying: the server or the network, not the data.
+_TRANSIENT: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    errors.TransactionRollback,
+    errors.InsufficientResources,
+    errors.ReadOnlySqlTransaction,
+)
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpdate:
+    """Per-batch bookkeeping of one device: newest reading time, newest seq, gaps seen."""
+
+    device_key: int
+    last_seen: datetime
+    last_seq: int | None = None
+    seq_gaps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message or item that was rejected, kept with its reason and raw payload."""
+
+    source: Literal["mqtt", "http"]
+    reason: str
+    detail: str
+    payload: bytes
+    device_id: str | None = None
+    item_index: int | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Rows stored by a batch and rows that were already there."""
+
+    accepted: int
+    duplicates: int
+
+
+class _State(Enum):
+    UNOPENED = 1
+    OPEN = 2
+    CLOSED = 3
+
+
+class BatchWriter:
+    """Writes batches of readings through a connection pool; use as an async context manager."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        mode: Literal["timescale", "plain"],
+        pool_min: int = 2,
+        pool_max: int = 8,
+        retry_max_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        self.mode = mode
+        self.retry_max_s = retry_max_s
+        self._state = _State.UNOPENED
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=pool_min,
+            max_size=pool_max,
+            open=False,
+            name="ingest-writer",
+            configure=self._configure,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"connect_timeout": max(1, round(connect_timeout_s))},
+        )
+        self._metric_keys: dict[str, int] = {}
+        self._metric_lock = asyncio.Lock()
+        self._partition_days: set[date] = set()
+        self._stats = dict.fromkeys(
+            ("batches", "rows", "accepted", "duplicates", "dead_letters", "retries", "failures"), 0
+        )
+
+    @staticmethod
+    async def _configure(conn: AsyncConnection[TupleRow]) -> None:
+        await conn.execute(_STAGING)
+        await conn.commit()
+
+    async def open(self) -> None:
+        """Open the pool; connections are made in the background, so this does not wait."""
+        if self._state is not _State.UNOPENED:
+            raise RuntimeError(f"cannot open a writer that is {self._state.name.lower()}")
+        await self._pool.open(wait=False)
+        self._state = _State.OPEN
+
+    async def close(self) -> None:
+        """Close the pool; in-flight writes finish first."""
+        if self._state is _State.OPEN:
+            await self._pool.close()
+        self._state = _State.CLOSED
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def get_stats(self) -> dict[str, int]:
+        """Counters since start, plus the pool's own."""
+        return self._stats | {f"pool_{k}": v for k, v in self._pool.get_stats().items()}
+
+    async def write(
+        self,
+        sets: Sequence[ReadingSet],
+        devices: Sequence[DeviceUpdate] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> WriteResult:
+        """Store a batch in one transaction and return how many rows were new."""
+        if self._state is not _State.OPEN:
+            raise RuntimeError("the writer is not open")
+        rows = sum(len(values) for _, _, values in sets)
+        result = await self._retrying(
+            lambda conn: self._write_once(conn, sets, devices, dead_letters)
+        )
+        self._stats["batches"] += 1
+        self._stats["rows"] += rows
+        self._stats["accepted"] += result
+        self._stats["duplicates"] += rows - result
+        self._stats["dead_letters"] += len(dead_letters)
+        return WriteResult(result, rows - result)
+
+    async def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters alone (for messages that carried no valid reading)."""
+        await self.write((), (), dead_letters)
+
+    async def _retrying(self, op: Callable[[AsyncConnection[TupleRow]], Awaitable[T]]) -> T:
+        deadline = time.monotonic() + self.retry_max_s
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                async with self._pool.connection(
+                    timeout=max(0.1, deadline - time.monotonic())
+                ) as conn:
+                    return await op(conn)
+            except _TRANSIENT as exc:
+                if time.monotonic() + delay > deadline:
+                    self._stats["failures"] += 1
+                    raise StorageUnavailableError(
+                        f"database unavailable after retrying for {self.retry_max_s:.0f} s: "
+                        f"{one_line(exc)}"
+                    ) from exc
+                self._stats["retries"] += 1
+                log.warning("database write failed, retrying in %.2f s: %s", delay, one_line(exc))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  (jitter)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+            except errors.CheckViolation as exc:
+                # A row for a partition retention has just dropped: forget what we knew.
+                if self._partition_days and "no partition" in str(exc):
+                    self._partition_days.clear()
+                    continue
+                self._stats["failures"] += 1
+                raise StorageDataError(f"database rejected the batch: {one_line(exc)}") from exc
+            except psycopg.Error as exc:
+                self._stats["failures"] += 1
+                raise StorageDataError(f"database rejected the batch: {one_line(exc)}") from exc
+
+    async def _write_once(
+        self,
+        conn: AsyncConnection[TupleRow],
+        sets: Sequence[ReadingSet],
+        devices: Sequence[DeviceUpdate],
+        dead_letters: Sequence[DeadLetter],
+    ) -> int:
+        accepted = 0
+        if sets:
+            keys = await self._resolve_metrics(conn, sets)
+            if self.mode == "plain":
+                await self._cover_partitions(conn, sets)
+        async with conn.transaction():
+            cur = conn.cursor()
+            if sets:
+                async with cur.copy(_COPY) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for device_key, ts, values in sets:
+                        for name, value in values.items():
+                            await copy.write_row((ts, device_key, keys[name], value))
+                await cur.execute(_MERGE)
+                accepted = cur.rowcount
+                if self.mode == "plain":
+                    await cur.execute(_MARK_DIRTY)
+            if devices:
+                ordered = sorted(devices, key=lambda d: d.device_key)  # lock order: no deadlocks
+                await cur.execute(
+                    _UPDATE_DEVICES,
+                    [
+                        [d.device_key for d in ordered],
+                        [d.last_seen for d in ordered],
+                        [d.last_seq for d in ordered],
+                        [d.seq_gaps for d in ordered],
+                    ],
+                )
+            if dead_letters:
+                now = datetime.now(UTC)
+                await cur.executemany(
+                    _INSERT_DEAD_LETTER,
+                    [
+                        (
+                            d.received_at or now,
+                            d.source,
+                            d.device_id,
+                            d.item_index,
+                            d.reason,
+                            d.detail,
+                            d.payload,
+                        )
+                        for d in dead_letters
+                    ],
+                )
+        return accepted
+
+    async def _resolve_metrics(
+        self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet]
+    ) -> dict[str, int]:
+        keys = self._metric_keys
+        missing = {name for _, _, values in sets for name in values if name not in keys}
+        if missing:
+            async with self._metric_lock, conn.transaction():
+                # Another worker may create the same names now; ON CONFLICT makes that safe
+                # and the SELECT then returns whichever key won.
+                await conn.execute(_CREATE_METRICS, [sorted(missing)])
+                cur = await conn.execute(_KNOWN_METRICS, [sorted(missing)])
+                keys.update(dict(await cur.fetchall()))
+        return keys
+
+    async def _cover_partitions(
+        self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet]
+    ) -> None:
+        stamps = [ts for _, ts, _ in sets]
+        first, last = min(stamps).astimezone(UTC).date(), max(stamps).astimezone(UTC).date()
+        known = self._partition_days
+        if first in known and last in known and (last - first).days <= 1:
+            return
+        days = {ts.astimezone(UTC).date() for ts in stamps} - known
+        if days:
+            await maintenance.create_day_partitions(conn, days)
+            known.update(days)

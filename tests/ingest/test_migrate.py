@@ -1,0 +1,109 @@
+"""Schema migrations on both storage paths."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+
+from ingest import maintenance
+from ingest.errors import MigrationError
+from ingest.migrate import MIGRATIONS, migrate
+from ingest.settings import StorageSettings
+from tests.ingest.helpers import T0, fetch_all, mode_of
+from tests.support.db import DatabaseServer
+
+TABLES = {"devices", "metrics", "readings", "dead_letters", "api_keys", "storage_settings"}
+
+
+async def test_migrate_creates_schema_and_is_idempotent(
+    empty_db_url: str, storage_mode: str
+) -> None:
+    settings = StorageSettings(storage_mode=mode_of(storage_mode))
+    first = await migrate(empty_db_url, settings)
+    assert first.applied == tuple(v for v, _ in MIGRATIONS)
+    assert first.mode == storage_mode
+    second = await migrate(empty_db_url, settings)
+    assert second.applied == ()
+    assert second.to_version == MIGRATIONS[-1][0]
+    rows = await fetch_all(
+        empty_db_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
+    assert {r[0] for r in rows} >= TABLES
+    versions = await fetch_all(empty_db_url, "SELECT version FROM schema_version ORDER BY 1")
+    assert [v[0] for v in versions] == [v for v, _ in MIGRATIONS]
+
+
+async def test_upgrade_from_previous_version_rolls_up_existing_rows(
+    empty_db_url: str, storage_mode: str
+) -> None:
+    settings = StorageSettings(storage_mode=mode_of(storage_mode))
+    previous = MIGRATIONS[-2][0]
+    await migrate(empty_db_url, settings, target=previous)
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO devices (device_id) VALUES ('old-1')")
+        await conn.execute("INSERT INTO metrics (name) VALUES ('t')")
+        if storage_mode == "plain":
+            await maintenance.create_day_partitions(conn, [T0.date()])
+        await conn.execute(
+            "INSERT INTO readings SELECT %s + make_interval(secs => g), 1, 1, g"
+            " FROM generate_series(0, 119) g",
+            [T0],
+        )
+    result = await migrate(empty_db_url, settings)
+    assert result.from_version == previous
+    assert result.applied == (MIGRATIONS[-1][0],)
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        if storage_mode == "plain":
+            await maintenance.refresh_rollups(conn, datetime.now(UTC))
+        else:
+            await conn.execute("CALL refresh_continuous_aggregate('readings_1m', NULL, NULL)")
+    rows = await fetch_all(
+        empty_db_url, "SELECT count, sum, first, last FROM readings_1m ORDER BY bucket"
+    )
+    assert rows == [
+        (60, float(sum(range(60))), 0.0, 59.0),
+        (60, float(sum(range(60, 120))), 60.0, 119.0),
+    ]
+
+
+@pytest.mark.timescale
+async def test_storage_path_cannot_be_switched(empty_db_url: str) -> None:
+    await migrate(empty_db_url, StorageSettings(storage_mode="plain"))
+    with pytest.raises(MigrationError, match="cannot be switched"):
+        await migrate(empty_db_url, StorageSettings(storage_mode="timescale"))
+
+
+async def test_timescale_requested_where_absent_is_a_clear_error(
+    empty_db_url: str, pg_server: DatabaseServer
+) -> None:
+    if pg_server.timescaledb:
+        pytest.skip("TimescaleDB is installed here, so the request would succeed")
+    with pytest.raises(MigrationError, match="not installed"):
+        await migrate(empty_db_url, StorageSettings(storage_mode="timescale"))
+
+
+async def test_migrate_reports_an_unreachable_database() -> None:
+    with pytest.raises(MigrationError, match="cannot connect"):
+        await migrate("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1", StorageSettings())
+
+
+@pytest.mark.timescale
+async def test_timescale_policies_follow_the_settings(empty_db_url: str) -> None:
+    db_url = empty_db_url
+    await migrate(db_url, StorageSettings(storage_mode="timescale"))
+    await migrate(db_url, StorageSettings(retention_days=90, compress_after_days=3))
+    rows = await fetch_all(
+        db_url,
+        "SELECT hypertable_name, proc_name, config->>'drop_after', config->>'compress_after'"
+        " FROM timescaledb_information.jobs WHERE hypertable_name = 'readings' ORDER BY 2",
+    )
+    assert ("readings", "policy_compression", None, "3 days") in rows
+    assert ("readings", "policy_retention", "90 days", None) in rows
+    caggs = await fetch_all(
+        db_url,
+        "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+        " ORDER BY 1",
+    )
+    assert caggs == [("readings_1h", False), ("readings_1m", False)]

@@ -1,0 +1,70 @@
+"""Device registry: tokens hashed at rest, cached lookups, rotation."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from ingest.registry import (
+    DeviceAuthenticator,
+    DeviceExistsError,
+    create_device,
+    generate_token,
+    hash_token,
+    register_device_without_token,
+    rotate_token,
+)
+from tests.ingest.helpers import fetch_all
+
+
+def test_tokens_are_long_random_and_distinct() -> None:
+    tokens = {generate_token() for _ in range(1000)}
+    assert len(tokens) == 1000
+    assert all(len(t) >= 43 + 3 for t in tokens)
+    assert hash_token("a") != hash_token("b")
+    assert len(hash_token("a")) == 32
+
+
+async def test_create_authenticate_and_rotate(db_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        new = await create_device(
+            conn, "pump-17", name="Pump", metadata={"site": "north"}, expected_interval_s=60
+        )
+        with pytest.raises(DeviceExistsError, match="pump-17"):
+            await create_device(conn, "pump-17")
+        auth = DeviceAuthenticator()
+        ref = await auth.by_token(conn, new.token)
+        assert ref is not None
+        assert (ref.device_key, ref.device_id) == (new.device_key, "pump-17")
+        assert await auth.by_token(conn, new.token + "x") is None
+        assert await auth.by_id(conn, "pump-17") == ref
+        assert await auth.by_id(conn, "nobody") is None
+
+        rotated = await rotate_token(conn, "pump-17")
+        assert rotated is not None
+        assert rotated != new.token
+        assert await rotate_token(conn, "nobody") is None
+        # Cached in this process until forgotten (other processes: until the TTL runs out).
+        assert await auth.by_token(conn, new.token) == ref
+        auth.forget("pump-17")
+        assert await auth.by_token(conn, new.token) is None
+        assert await auth.by_token(conn, rotated) == ref
+
+        again = await register_device_without_token(conn, "pump-17")
+        assert again == ref
+        fresh = await register_device_without_token(conn, "auto-1")
+        assert fresh.device_key != ref.device_key
+    stored = await fetch_all(
+        db_url, "SELECT token_hash, metadata FROM devices WHERE device_id = 'pump-17'"
+    )
+    assert stored == [(hash_token(rotated), {"site": "north"})]
+
+
+async def test_negative_lookups_are_cached_briefly(db_url: str) -> None:
+    auth = DeviceAuthenticator(negative_ttl_s=60)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        assert await auth.by_id(conn, "late-1") is None
+        await register_device_without_token(conn, "late-1")
+        assert await auth.by_id(conn, "late-1") is None
+        auth.forget("late-1")
+        assert await auth.by_id(conn, "late-1") is not None
