@@ -1,4 +1,4 @@
-"""Idempotent batch writer: binary COPY into a staging table, then one INSERT ... ON CONFLICT.
+"""Idempotent batch writer: binary COPY, with INSERT ... ON CONFLICT from staging for duplicates.
 
 A batch is committed whole or not at all, together with its dead letters and the device
 bookkeeping it carries, so that one commit covers everything an acknowledgement promises.
@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import Enum
-from typing import Literal, Self, TypeVar
+from typing import Literal, LiteralString, Self, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, errors
@@ -42,7 +42,10 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     value float8 NOT NULL
 ) ON COMMIT DELETE ROWS
 """
-_COPY = "COPY staging_readings (time, device_key, metric_key, value) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGING = (
+    "COPY staging_readings (time, device_key, metric_key, value) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_READINGS = "COPY readings (time, device_key, metric_key, value) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = ["timestamptz", "int4", "int2", "float8"]
 _MERGE = """
 INSERT INTO readings (time, device_key, metric_key, value)
@@ -50,8 +53,7 @@ SELECT time, device_key, metric_key, value FROM staging_readings
 ON CONFLICT DO NOTHING
 """
 _MARK_DIRTY = """
-INSERT INTO rollup_dirty (minute)
-SELECT DISTINCT date_trunc('minute', time) FROM staging_readings
+INSERT INTO rollup_dirty (minute) SELECT to_timestamp(m * 60) FROM unnest(%s::int8[]) AS m
 """
 _UPDATE_DEVICES = """
 UPDATE devices d
@@ -152,7 +154,17 @@ class BatchWriter:
         self._metric_lock = asyncio.Lock()
         self._partition_days: set[date] = set()
         self._stats = dict.fromkeys(
-            ("batches", "rows", "accepted", "duplicates", "dead_letters", "retries", "failures"), 0
+            (
+                "batches",
+                "rows",
+                "accepted",
+                "duplicates",
+                "dead_letters",
+                "retries",
+                "failures",
+                "merges_with_duplicates",
+            ),
+            0,
         )
 
     @staticmethod
@@ -254,15 +266,10 @@ class BatchWriter:
         async with conn.transaction():
             cur = conn.cursor()
             if sets:
-                async with cur.copy(_COPY) as copy:
-                    copy.set_types(_COPY_TYPES)
-                    for device_key, ts, values in sets:
-                        for name, value in values.items():
-                            await copy.write_row((ts, device_key, keys[name], value))
-                await cur.execute(_MERGE)
-                accepted = cur.rowcount
+                accepted = await self._store(conn, sets, keys)
                 if self.mode == "plain":
-                    await cur.execute(_MARK_DIRTY)
+                    minutes = {int(ts.timestamp()) // 60 for _, ts, _ in sets}
+                    await cur.execute(_MARK_DIRTY, [sorted(minutes)])
             if devices:
                 ordered = sorted(devices, key=lambda d: d.device_key)  # lock order: no deadlocks
                 await cur.execute(
@@ -292,6 +299,41 @@ class BatchWriter:
                     ],
                 )
         return accepted
+
+    async def _store(
+        self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet], keys: dict[str, int]
+    ) -> int:
+        """Store the rows of ``sets`` that are new; return how many were.
+
+        Almost every batch has no duplicate, and COPY straight into readings runs at about
+        twice the rate of INSERT ... ON CONFLICT, so that is tried first in a savepoint. A
+        unique violation rolls it back; the batch then goes through the staging table and
+        one INSERT ... SELECT ... ON CONFLICT DO NOTHING, which skips the duplicates.
+        """
+        try:
+            async with conn.transaction():
+                return await self._copy(conn, _COPY_READINGS, sets, keys)
+        except errors.UniqueViolation:
+            self._stats["merges_with_duplicates"] += 1
+        await self._copy(conn, _COPY_STAGING, sets, keys)
+        cur = await conn.execute(_MERGE)
+        return cur.rowcount
+
+    @staticmethod
+    async def _copy(
+        conn: AsyncConnection[TupleRow],
+        statement: LiteralString,
+        sets: Sequence[ReadingSet],
+        keys: dict[str, int],
+    ) -> int:
+        rows = 0
+        async with conn.cursor().copy(statement) as copy:
+            copy.set_types(_COPY_TYPES)
+            for device_key, ts, values in sets:
+                for name, value in values.items():
+                    await copy.write_row((ts, device_key, keys[name], value))
+                rows += len(values)
+        return rows
 
     async def _resolve_metrics(
         self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet]

@@ -1,0 +1,66 @@
+"""Shared set-up for benchmarks: a server to run against and scratch databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from ingest.migrate import migrate
+from ingest.settings import StorageSettings
+from simulator.services import PostgresServer
+
+
+@contextmanager
+def database_server() -> Iterator[str]:
+    """``DATABASE_URL`` when set (a role that may create databases), else a private server."""
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
+        server = PostgresServer(Path(tmp), durable=True)
+        with server:
+            yield server.url
+
+
+def timescaledb_usable(admin_url: str) -> bool:
+    """Whether the server can take the TimescaleDB path."""
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
+            " current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+        ).fetchone()
+    return bool(row and row[0] and row[1])
+
+
+@contextmanager
+def scratch_database(admin_url: str, mode: Literal["plain", "timescale"]) -> Iterator[str]:
+    """A migrated database that is dropped afterwards."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(admin_url, dbname=name)
+    try:
+        asyncio.run(migrate(url, StorageSettings(storage_mode=mode)))
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def median(values: list[float]) -> float:
+    """Median rounded for printing."""
+    return round(statistics.median(values), 1)
