@@ -51,17 +51,22 @@ _MERGE = """
 INSERT INTO readings (time, device_key, metric_key, value)
 SELECT time, device_key, metric_key, value FROM staging_readings
 ON CONFLICT DO NOTHING
+RETURNING device_key, metric_key, time
 """
 _MARK_DIRTY = """
 INSERT INTO rollup_dirty (minute) SELECT to_timestamp(m * 60) FROM unnest(%s::int8[]) AS m
 """
+# A gap is a jump of the sequence past the last one seen (a lower seq is a device restart
+# or a redelivery, not a gap); gaps inside the batch are counted by the caller.
 _UPDATE_DEVICES = """
 UPDATE devices d
 SET last_seen = greatest(d.last_seen, u.last_seen),
-    last_seq = coalesce(u.last_seq, d.last_seq),
     seq_gaps = d.seq_gaps + u.gaps
-FROM unnest(%s::int4[], %s::timestamptz[], %s::int8[], %s::int8[])
-     AS u(device_key, last_seen, last_seq, gaps)
+               + CASE WHEN u.first_seq > d.last_seq + 1 THEN u.first_seq - d.last_seq - 1
+                      ELSE 0 END,
+    last_seq = coalesce(u.last_seq, d.last_seq)
+FROM unnest(%s::int4[], %s::timestamptz[], %s::int8[], %s::int8[], %s::int8[])
+     AS u(device_key, last_seen, first_seq, last_seq, gaps)
 WHERE d.device_key = u.device_key
 """
 _INSERT_DEAD_LETTER = """
@@ -89,10 +94,11 @@ _BACKOFF_MAX_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class DeviceUpdate:
-    """Per-batch bookkeeping of one device: newest reading time, newest seq, gaps seen."""
+    """Per-batch bookkeeping of one device: when it was heard, its seq range, gaps within."""
 
     device_key: int
     last_seen: datetime
+    first_seq: int | None = None
     last_seq: int | None = None
     seq_gaps: int = 0
 
@@ -112,10 +118,15 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """Rows stored by a batch and rows that were already there."""
+    """Rows stored by a batch and rows that were already there.
+
+    ``accepted_per_set`` gives the new rows of each reading-set, in order, when the batch
+    held duplicates; it is None when every row was new.
+    """
 
     accepted: int
     duplicates: int
+    accepted_per_set: list[int] | None = None
 
 
 class _State(Enum):
@@ -206,15 +217,16 @@ class BatchWriter:
         if self._state is not _State.OPEN:
             raise RuntimeError("the writer is not open")
         rows = sum(len(values) for _, _, values in sets)
-        result = await self._retrying(
+        per_set = await self._retrying(
             lambda conn: self._write_once(conn, sets, devices, dead_letters)
         )
+        accepted = rows if per_set is None else sum(per_set)
         self._stats["batches"] += 1
         self._stats["rows"] += rows
-        self._stats["accepted"] += result
-        self._stats["duplicates"] += rows - result
+        self._stats["accepted"] += accepted
+        self._stats["duplicates"] += rows - accepted
         self._stats["dead_letters"] += len(dead_letters)
-        return WriteResult(result, rows - result)
+        return WriteResult(accepted, rows - accepted, per_set)
 
     async def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         """Store dead letters alone (for messages that carried no valid reading)."""
@@ -257,8 +269,8 @@ class BatchWriter:
         sets: Sequence[ReadingSet],
         devices: Sequence[DeviceUpdate],
         dead_letters: Sequence[DeadLetter],
-    ) -> int:
-        accepted = 0
+    ) -> list[int] | None:
+        per_set = None
         if sets:
             keys = await self._resolve_metrics(conn, sets)
             if self.mode == "plain":
@@ -266,7 +278,7 @@ class BatchWriter:
         async with conn.transaction():
             cur = conn.cursor()
             if sets:
-                accepted = await self._store(conn, sets, keys)
+                per_set = await self._store(conn, sets, keys)
                 if self.mode == "plain":
                     minutes = {int(ts.timestamp()) // 60 for _, ts, _ in sets}
                     await cur.execute(_MARK_DIRTY, [sorted(minutes)])
@@ -277,6 +289,7 @@ class BatchWriter:
                     [
                         [d.device_key for d in ordered],
                         [d.last_seen for d in ordered],
+                        [d.first_seq for d in ordered],
                         [d.last_seq for d in ordered],
                         [d.seq_gaps for d in ordered],
                     ],
@@ -298,26 +311,39 @@ class BatchWriter:
                         for d in dead_letters
                     ],
                 )
-        return accepted
+        return per_set
 
     async def _store(
         self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet], keys: dict[str, int]
-    ) -> int:
-        """Store the rows of ``sets`` that are new; return how many were.
+    ) -> list[int] | None:
+        """Store the rows of ``sets`` that are new: None if all were, else new rows per set.
 
         Almost every batch has no duplicate, and COPY straight into readings runs at about
         twice the rate of INSERT ... ON CONFLICT, so that is tried first in a savepoint. A
         unique violation rolls it back; the batch then goes through the staging table and
-        one INSERT ... SELECT ... ON CONFLICT DO NOTHING, which skips the duplicates.
+        one INSERT ... SELECT ... ON CONFLICT DO NOTHING, which skips the duplicates and
+        returns the keys it stored, so each set (each caller) learns its own count.
         """
         try:
             async with conn.transaction():
-                return await self._copy(conn, _COPY_READINGS, sets, keys)
+                await self._copy(conn, _COPY_READINGS, sets, keys)
         except errors.UniqueViolation:
             self._stats["merges_with_duplicates"] += 1
+        else:
+            return None
         await self._copy(conn, _COPY_STAGING, sets, keys)
         cur = await conn.execute(_MERGE)
-        return cur.rowcount
+        stored = set(await cur.fetchall())
+        per_set = []
+        for device_key, ts, values in sets:
+            new = 0
+            for name in values:
+                key = (device_key, keys[name], ts)
+                if key in stored:
+                    stored.discard(key)  # a key twice in one batch counts once
+                    new += 1
+            per_set.append(new)
+        return per_set
 
     @staticmethod
     async def _copy(
@@ -325,15 +351,12 @@ class BatchWriter:
         statement: LiteralString,
         sets: Sequence[ReadingSet],
         keys: dict[str, int],
-    ) -> int:
-        rows = 0
+    ) -> None:
         async with conn.cursor().copy(statement) as copy:
             copy.set_types(_COPY_TYPES)
             for device_key, ts, values in sets:
                 for name, value in values.items():
                     await copy.write_row((ts, device_key, keys[name], value))
-                rows += len(values)
-        return rows
 
     async def _resolve_metrics(
         self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet]

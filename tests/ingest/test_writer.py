@@ -28,9 +28,11 @@ async def test_duplicates_are_counted_not_stored(db_url: str, storage_mode: str)
         mixed = series(dev, T0 + timedelta(seconds=50), 100)
         third = await writer.write([*mixed, mixed[-1]])
         stats = writer.get_stats()
-    assert (first.accepted, first.duplicates) == (200, 0)
+    assert (first.accepted, first.duplicates, first.accepted_per_set) == (200, 0, None)
     assert (again.accepted, again.duplicates) == (0, 200)
+    assert again.accepted_per_set == [0] * 100
     assert (third.accepted, third.duplicates) == (100, 102)
+    assert third.accepted_per_set == [0] * 50 + [2] * 50 + [0]
     assert await fetch_all(db_url, "SELECT count(*) FROM readings") == [(300,)]
     assert stats["accepted"] == 300
     assert stats["duplicates"] == 302
@@ -84,11 +86,18 @@ async def test_device_bookkeeping_and_dead_letters_commit_with_the_batch(
     last = T0 + timedelta(seconds=9)
     letter = DeadLetter("mqtt", "schema", "values: missing", b'{"x":1}', "bk", 3)
     async with open_writer(db_url, storage_mode) as writer:
-        await writer.write(series(dev, T0, 10), [DeviceUpdate(dev, last, 41, 2)], [letter])
-        await writer.write((), [DeviceUpdate(dev, T0, 42, 1)])  # older time: last_seen stays
+        await writer.write(
+            series(dev, T0, 10),
+            [DeviceUpdate(dev, last, first_seq=30, last_seq=41, seq_gaps=2)],
+            [letter],
+        )
+        # Older time: last_seen stays. seq 45 after 41: 3 more missing.
+        await writer.write((), [DeviceUpdate(dev, T0, first_seq=45, last_seq=45)])
+        # A lower seq (device restarted) is not a gap.
+        await writer.write((), [DeviceUpdate(dev, T0, first_seq=1, last_seq=2)])
         await writer.write_dead_letters([DeadLetter("http", "malformed_json", "at 1", b"{")])
     assert await fetch_all(db_url, "SELECT last_seen, last_seq, seq_gaps FROM devices") == [
-        (last, 42, 3)
+        (last, 2, 5)
     ]
     assert await fetch_all(
         db_url,
@@ -226,7 +235,8 @@ async def test_outage_raises_storage_unavailable_and_recovers(
             await writer.write(series(dev, T0 + timedelta(minutes=1), 5))
         proxy.start()
         assert (await writer.write(series(dev, T0 + timedelta(minutes=1), 5))).accepted == 10
-        # An outage shorter than the retry budget is absorbed without an error.
+    # An outage shorter than the retry budget is absorbed without an error.
+    async with open_writer(_via(db_url, proxy), storage_mode, retry_max_s=20) as writer:
         proxy.stop()
         asyncio.get_running_loop().call_later(0.5, proxy.start)
         assert (await writer.write(series(dev, T0 + timedelta(minutes=2), 5))).accepted == 10
