@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,14 +13,22 @@ from datetime import UTC, datetime
 import psycopg
 
 from ingest import __version__, maintenance
-from ingest.errors import IngestError, MigrationError, one_line
+from ingest.errors import ConfigError, IngestError, MigrationError, one_line
+from ingest.logs import configure_logging
 from ingest.migrate import MIGRATIONS, migrate, schema_state
+from ingest.mqtt import parse_mqtt_url
+from ingest.service import WorkerConfig, run_worker
 from ingest.settings import (
     DatabaseSettings,
+    HttpSettings,
+    IntakeSettings,
+    MqttSettings,
+    ServeSettings,
     StorageSettings,
     add_settings_arguments,
     settings_from_args,
 )
+from ingest.supervisor import Supervisor
 
 log = logging.getLogger("ingest")
 
@@ -55,7 +64,62 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run partition upkeep, retention and the rollup refresh once, then exit.",
     )
     add_settings_arguments(cmd, DatabaseSettings, StorageSettings)
+
+    cmd = commands.add_parser(
+        "serve",
+        help="run the MQTT consumer and the HTTP endpoint",
+        description=(
+            "Receive readings over MQTT (shared subscription) and HTTP (POST /v1/telemetry), "
+            "store them exactly once and acknowledge after commit. SIGTERM or Ctrl-C stop "
+            "intake, flush, acknowledge and exit 0."
+        ),
+    )
+    cmd.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes sharing the load (default: one per core)",
+    )
+    cmd.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    add_settings_arguments(
+        cmd,
+        DatabaseSettings,
+        HttpSettings,
+        MqttSettings,
+        IntakeSettings,
+        StorageSettings,
+        ServeSettings,
+    )
     return parser
+
+
+def _worker_config(args: argparse.Namespace) -> WorkerConfig:
+    config = WorkerConfig(
+        db=settings_from_args(DatabaseSettings, args),
+        storage=settings_from_args(StorageSettings, args),
+        http=settings_from_args(HttpSettings, args),
+        mqtt=settings_from_args(MqttSettings, args),
+        intake=settings_from_args(IntakeSettings, args),
+        serve=settings_from_args(ServeSettings, args),
+        worker_index=args.worker_index or 0,
+    )
+    if config.mqtt_enabled:
+        parse_mqtt_url(config.mqtt.mqtt_url)  # fail here, with one line, not in a worker
+    if bool(config.http.http_tls_cert) != bool(config.http.http_tls_key):
+        raise ConfigError("HTTP_TLS_CERT and HTTP_TLS_KEY go together")
+    return config
+
+
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
+    config = _worker_config(args)
+    if args.worker_index is None:
+        if args.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        configure_logging(args.log_level, config.serve.log_format, "[supervisor] ")
+        return Supervisor(args.workers, argv).run()
+    configure_logging(args.log_level, config.serve.log_format, f"[worker {args.worker_index}] ")
+    run_worker(config)
+    return 0
 
 
 async def _migrate(args: argparse.Namespace) -> int:
@@ -105,16 +169,17 @@ async def _maintain(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command named in ``argv`` and return the process exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return 2
-    handler = {"migrate": _migrate, "maintain": _maintain}[args.command]
     try:
+        if args.command == "serve":
+            return _serve(args, arguments)
+        configure_logging(args.log_level)
+        handler = {"migrate": _migrate, "maintain": _maintain}[args.command]
         return asyncio.run(handler(args))
     except IngestError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ Exception tree::
     IngestError
      ├── ConfigError                 a setting is missing or invalid
      ├── MigrationError              the schema cannot be created or upgraded
+     ├── OverloadedError             the pipeline is full or shutting down: push back
      └── StorageError                the database refused or failed a write
           ├── StorageUnavailableError  the database cannot be reached, retries exhausted;
           │                            transient: push back (HTTP 503, MQTT no ack) and retry
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigError",
     "IngestError",
     "MigrationError",
+    "OverloadedError",
     "StorageDataError",
     "StorageError",
     "StorageUnavailableError",
@@ -35,6 +37,10 @@ class ConfigError(IngestError):
 
 class MigrationError(IngestError):
     """The schema cannot be created or upgraded."""
+
+
+class OverloadedError(IngestError):
+    """The pipeline is full (or shutting down); the sender should retry later."""
 
 
 class StorageError(IngestError):

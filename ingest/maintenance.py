@@ -10,7 +10,7 @@ dead-letter retention runs here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import LiteralString
@@ -21,6 +21,8 @@ from psycopg.rows import TupleRow
 from ingest.settings import StorageSettings
 
 __all__ = [
+    "Conn",
+    "Job",
     "RefreshResult",
     "RetentionResult",
     "apply_retention",
@@ -32,6 +34,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+Conn = AsyncConnection[TupleRow]
+#: A scheduled job: runs on an autocommit connection at ``now``.
+Job = Callable[[Conn, datetime], Awaitable[None]]
 
 _PARTITION_LOCK = 0x7E1E_0002
 _ROLLUP_LOCK = 0x7E1E_0003

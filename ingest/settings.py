@@ -19,6 +19,10 @@ from ingest.errors import ConfigError
 
 __all__ = [
     "DatabaseSettings",
+    "HttpSettings",
+    "IntakeSettings",
+    "MqttSettings",
+    "ServeSettings",
     "StorageMode",
     "StorageSettings",
     "add_settings_arguments",
@@ -61,11 +65,91 @@ class StorageSettings(BaseSettings):
         7, ge=1, description="plain PostgreSQL: daily partitions created ahead"
     )
     dead_letter_retention_days: int = Field(30, ge=1, description="dead letters kept this long")
+    rollup_refresh_interval_s: float = Field(
+        10.0, gt=0, description="plain PostgreSQL: how often rollups are refreshed"
+    )
 
     @property
     def retention(self) -> timedelta:
         """Retention as a duration."""
         return timedelta(days=self.retention_days)
+
+
+class HttpSettings(BaseSettings):
+    """HTTP intake: where it listens and what it accepts."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    ingest_http_host: str = Field("127.0.0.1", description="address to listen on")
+    ingest_http_port: int = Field(8001, ge=0, le=65535, description="port to listen on")
+    http_max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body, after gzip decoding (413 above)"
+    )
+    http_rate_per_device: float = Field(
+        20.0, gt=0, description="requests per second a device may make (429 above)"
+    )
+    http_burst_per_device: int = Field(40, ge=1, description="requests a device may burst")
+    http_tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS")
+    http_tls_key: str | None = Field(None, description="PEM private key of the certificate")
+
+
+class MqttSettings(BaseSettings):
+    """MQTT intake: the broker, the shared subscription and the receive window."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="broker URL, mqtt://user:pass@host:port or mqtts:// for TLS; 'none' disables",
+    )
+    mqtt_share_group: str = Field("ingest", description="shared subscription group")
+    mqtt_client_id: str = Field(
+        "", description="client id prefix (default ingest-<hostname>); worker index appended"
+    )
+    mqtt_receive_window: int = Field(
+        2000, ge=1, le=65535, description="unacknowledged messages the broker may send ahead"
+    )
+    mqtt_session_expiry_s: int = Field(
+        3600, ge=0, description="how long the broker keeps the session while disconnected"
+    )
+    mqtt_ca_file: str | None = Field(None, description="CA bundle to verify the broker (mqtts)")
+    mqtt_max_payload_bytes: int = Field(
+        262_144, ge=1024, description="larger messages are dead-lettered as too_large"
+    )
+
+
+class IntakeSettings(BaseSettings):
+    """Validation and batching of what arrives."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="readings further ahead of the server clock are rejected"
+    )
+    max_items_per_message: int = Field(10_000, ge=1, description="reading-sets per message")
+    auto_register: bool = Field(
+        default=False, description="register unknown MQTT devices instead of dead-lettering them"
+    )
+    max_batch_rows: int = Field(5_000, ge=1, description="rows per database batch")
+    flush_interval_s: float = Field(
+        0.05, gt=0, description="longest a reading waits for its batch to fill"
+    )
+    max_queue_rows: int = Field(
+        200_000, ge=1, description="rows queued or being written before intake pushes back"
+    )
+    max_concurrent_flushes: int = Field(2, ge=1, description="batches written at once")
+
+
+class ServeSettings(BaseSettings):
+    """Process-level settings of ``serve``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    log_format: Literal["text", "json"] = Field("text", description="log line format")
+    run_jobs: bool = Field(
+        default=True,
+        description="run the storage jobs (partitions, retention, rollups) in worker 0",
+    )
 
 
 @dataclass(frozen=True)

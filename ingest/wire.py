@@ -20,6 +20,8 @@ Reason codes (:class:`Reason`), sent to devices and stored with dead letters:
 - ``unsupported_value``: a SenML string (``vs``), data (``vd``) or sum-only (``s``) record.
 - ``too_large``: more items than ``Limits.max_items`` (or, in the pipeline, too many bytes).
 - ``invalid_topic``: an MQTT topic other than ``telemetry/{id}`` or ``telemetry/{id}/senml``.
+- ``too_old``: the time is older than the retention period (set by the pipeline), so it
+  would be dropped at once.
 
 An item with several problems gets one reject, with the first reason of: device_mismatch,
 invalid_name, non_finite, unsupported_value, schema, future_timestamp.
@@ -114,6 +116,7 @@ class Reason(enum.StrEnum):
     UNSUPPORTED_VALUE = "unsupported_value"
     TOO_LARGE = "too_large"
     INVALID_TOPIC = "invalid_topic"
+    TOO_OLD = "too_old"
 
 
 class Format(enum.StrEnum):

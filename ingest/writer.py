@@ -10,10 +10,11 @@ caller to push back. Retrying is safe: rows already stored count as duplicates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -22,7 +23,7 @@ from typing import Literal, LiteralString, Self, TypeVar
 import psycopg
 from psycopg import AsyncConnection, errors
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingest import maintenance
 from ingest.errors import StorageDataError, StorageUnavailableError, one_line
@@ -202,6 +203,15 @@ class BatchWriter:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout_s: float = 2.0) -> AsyncIterator[AsyncConnection[TupleRow]]:
+        """Lend a pooled connection for a read (token lookups, readiness checks)."""
+        try:
+            async with self._pool.connection(timeout=timeout_s) as conn:
+                yield conn
+        except PoolTimeout as exc:
+            raise StorageUnavailableError(f"no database connection: {one_line(exc)}") from exc
 
     def get_stats(self) -> dict[str, int]:
         """Counters since start, plus the pool's own."""

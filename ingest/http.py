@@ -1,0 +1,209 @@
+"""HTTP intake: ``POST /v1/telemetry`` and the health and metrics endpoints.
+
+A response is sent only after the readings it reports are committed. Status codes:
+200 with per-item results; 400 malformed body (named, and dead-lettered); 401 missing or
+unknown token; 413 body over ``HTTP_MAX_BODY_BYTES`` (after gzip decoding); 415 content
+type; 429 per-device rate limit; 503 database unavailable or queue full. 429 and 503 carry
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import psycopg
+from aiohttp import web
+
+from ingest.context import INTAKE, Intake
+from ingest.errors import OverloadedError, StorageDataError, StorageUnavailableError, one_line
+from ingest.intake import build_submission, whole_message_reject
+from ingest.metrics import METRICS, render
+from ingest.pipeline import Submission
+from ingest.registry import DeviceRef
+from ingest.wire import Format, Reason, parse_payload
+
+__all__ = ["Problem", "problem_middleware", "routes"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+_CONTENT_TYPES = {
+    "application/json": Format.JSON,
+    "application/senml+json": Format.SENML,
+}
+_RETRY_AFTER_S = "2"
+
+
+class Problem(Exception):  # noqa: N818  (an HTTP answer, not a failure of ours)
+    """An error answer: raised anywhere in a handler, rendered by :func:`problem_middleware`."""
+
+    def __init__(self, status: int, code: str, detail: str, **headers: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render :class:`Problem` as ``{"error": code, "detail": ...}`` with its status."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return web.json_response(
+            {"error": problem.code, "detail": problem.detail},
+            status=problem.status,
+            headers=problem.headers,
+        )
+
+
+def _unavailable(detail: str) -> Problem:
+    return Problem(503, "unavailable", detail, **{"Retry-After": _RETRY_AFTER_S})
+
+
+async def _authenticate(request: web.Request, intake: Intake) -> DeviceRef:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Problem(401, "unauthorized", "send Authorization: Bearer <device token>", **challenge)
+    try:
+        async with intake.writer.connection() as conn:
+            ref = await intake.devices.by_token(conn, token.strip())
+    except (psycopg.Error, StorageUnavailableError) as exc:
+        log.warning("token lookup failed, database unavailable: %s", one_line(exc))
+        raise _unavailable("database unavailable, retry later") from exc
+    if ref is None:
+        raise Problem(401, "unauthorized", "unknown device token", **challenge)
+    return ref
+
+
+async def _read_body(request: web.Request, intake: Intake) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        METRICS.rejected.labels("http", Reason.TOO_LARGE.value).inc()
+        raise Problem(
+            413,
+            Reason.TOO_LARGE.value,
+            f"body over {intake.http.http_max_body_bytes} bytes (after decoding)",
+        ) from exc
+
+
+@routes.post("/v1/telemetry")
+async def post_telemetry(request: web.Request) -> web.Response:
+    """Store the readings of one device; answer after commit with per-item results."""
+    intake = request.app[INTAKE]
+    METRICS.received.labels("http").inc()
+    ref = await _authenticate(request, intake)
+    fmt = _CONTENT_TYPES.get(request.content_type)
+    if fmt is None:
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            "send application/json (wire format v1) or application/senml+json",
+        )
+    wait_s = intake.rate_limits.take(ref.device_key)
+    if wait_s:
+        raise Problem(
+            429,
+            "rate_limited",
+            f"device {ref.device_id} is over its request rate",
+            **{"Retry-After": str(max(1, round(wait_s + 0.5)))},
+        )
+    body = await _read_body(request, intake)
+    now = datetime.now(UTC)
+    parsed = parse_payload(body, fmt, ref.device_id, now, intake.limits)
+    whole = next((r for r in parsed.rejects if r.index < 0), None)
+    if whole is not None:
+        sub = whole_message_reject(
+            whole.reason,
+            whole.detail,
+            body,
+            source="http",
+            device_id=ref.device_id,
+            received_at=now,
+        )
+        await _commit_quietly(intake, sub)
+        raise Problem(400, whole.reason.value, whole.detail)
+    sub, rejects = build_submission(
+        parsed,
+        body,
+        device_key=ref.device_key,
+        device_id=ref.device_id,
+        source="http",
+        received_at=now,
+        rules=intake.rules,
+    )
+    try:
+        intake.pipeline.submit_nowait(sub)
+        outcome = await sub.future
+    except (OverloadedError, StorageUnavailableError) as exc:
+        raise _unavailable(one_line(exc)) from exc
+    except StorageDataError as exc:
+        log.exception("device %s: batch rejected by the database", ref.device_id)
+        raise Problem(500, "storage_error", "the database rejected the batch") from exc
+    for reject in rejects:
+        log.info(
+            "device %s: item %d rejected (%s): %s",
+            ref.device_id,
+            reject.index,
+            reject.reason.value,
+            reject.detail,
+        )
+    return web.json_response(
+        {
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "rejected": [
+                {"index": r.index, "reason": r.reason.value, "detail": r.detail} for r in rejects
+            ],
+        }
+    )
+
+
+async def _commit_quietly(intake: Intake, sub: Submission) -> None:
+    """Store a dead letter for a message refused whole; the answer does not depend on it."""
+    try:
+        intake.pipeline.submit_nowait(sub)
+        await sub.future
+    except (OverloadedError, StorageUnavailableError, StorageDataError) as exc:
+        log.warning("dead letter not stored: %s", one_line(exc))
+
+
+@routes.get("/healthz")
+async def healthz(_request: web.Request) -> web.Response:
+    """Answer while the process runs."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 when the database (and the broker, where MQTT is on) can be reached."""
+    intake = request.app[INTAKE]
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2):
+            async with intake.writer.connection() as conn:
+                await conn.execute("SELECT 1")
+        checks["database"] = "ok"
+    except (psycopg.Error, StorageUnavailableError, TimeoutError) as exc:
+        checks["database"] = f"unavailable: {one_line(exc)}"
+    if intake.mqtt is not None:
+        checks["mqtt"] = "ok" if intake.mqtt.connected else f"{intake.mqtt.state.value}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(_request: web.Request) -> web.Response:
+    """Prometheus exposition of this service (all workers)."""
+    return web.Response(
+        body=render(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )

@@ -1,0 +1,132 @@
+"""What MQTT and HTTP intake share: turning a parsed message into a pipeline submission.
+
+Accepted items become reading-sets; every rejected item, and a message rejected whole,
+becomes a dead letter with its reason, detail and raw payload (the item's own JSON where
+it can be cut out, else the whole message), committed in the same batch as the readings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from ingest.metrics import METRICS
+from ingest.pipeline import Submission
+from ingest.wire import Item, Parsed, Reason, Reject
+from ingest.writer import DeadLetter, ReadingSet
+
+__all__ = ["IntakeRules", "build_submission", "whole_message_reject"]
+
+Source = Literal["mqtt", "http"]
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeRules:
+    """Checks that need server state rather than the message alone."""
+
+    retention: timedelta
+
+
+def _item_payloads(body: bytes, indexes: Sequence[int]) -> dict[int, bytes]:
+    """Cut the JSON of the rejected items out of the message, where it parses."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    if isinstance(doc, dict):
+        return dict.fromkeys(indexes, body)
+    if not isinstance(doc, list):
+        return {}
+    return {
+        i: json.dumps(doc[i], separators=(",", ":")).encode() for i in indexes if 0 <= i < len(doc)
+    }
+
+
+def dead_letters_for(
+    rejects: Sequence[Reject],
+    body: bytes,
+    *,
+    source: Source,
+    device_id: str | None,
+    received_at: datetime,
+) -> list[DeadLetter]:
+    """One dead letter per reject, counted in the metrics."""
+    payloads = _item_payloads(body, [r.index for r in rejects if r.index >= 0]) if rejects else {}
+    letters = []
+    for reject in rejects:
+        METRICS.rejected.labels(source, reject.reason.value).inc()
+        letters.append(
+            DeadLetter(
+                source=source,
+                reason=reject.reason.value,
+                detail=reject.detail,
+                payload=payloads.get(reject.index, body),
+                device_id=device_id,
+                item_index=reject.index if reject.index >= 0 else None,
+                received_at=received_at,
+            )
+        )
+    return letters
+
+
+def whole_message_reject(
+    reason: Reason,
+    detail: str,
+    body: bytes,
+    *,
+    source: Source,
+    device_id: str | None,
+    received_at: datetime,
+) -> Submission:
+    """Build a submission carrying only the dead letter of a message rejected whole."""
+    letters = dead_letters_for(
+        [Reject(-1, reason, detail)],
+        body,
+        source=source,
+        device_id=device_id,
+        received_at=received_at,
+    )
+    return Submission([], letters, received_at)
+
+
+def build_submission(
+    parsed: Parsed,
+    body: bytes,
+    *,
+    device_key: int,
+    device_id: str,
+    source: Source,
+    received_at: datetime,
+    rules: IntakeRules,
+) -> tuple[Submission, list[Reject]]:
+    """Turn a parsed message into a submission; also return every reject, in order."""
+    oldest = received_at - rules.retention
+    items: list[Item] = parsed.items
+    rejects = list(parsed.rejects)
+    if any(item.ts < oldest for item in items):
+        rejects += [
+            Reject(
+                item.index,
+                Reason.TOO_OLD,
+                f"ts is older than the retention of {rules.retention.days} days",
+            )
+            for item in items
+            if item.ts < oldest
+        ]
+        items = [item for item in items if item.ts >= oldest]
+        rejects.sort(key=lambda r: r.index)
+    sets: list[ReadingSet] = [(device_key, item.ts, item.values) for item in items]
+    sub = Submission(
+        sets=sets,
+        dead_letters=dead_letters_for(
+            rejects, body, source=source, device_id=device_id, received_at=received_at
+        ),
+        received_at=received_at,
+        device_key=device_key,
+        seqs=[item.seq for item in items if item.seq is not None],
+        newest_ts=max((item.ts for item in items), default=None),
+    )
+    return sub, rejects

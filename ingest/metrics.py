@@ -1,0 +1,81 @@
+"""Prometheus instruments of the ingest service.
+
+With several worker processes the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` and every
+worker's ``/metrics`` answers for all of them (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.registry import REGISTRY
+
+__all__ = ["METRICS", "Metrics", "render"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Every instrument the ingest service records."""
+
+    received: Counter
+    accepted: Counter
+    duplicates: Counter
+    rejected: Counter
+    overloaded: Counter
+    flush_failures: Counter
+    batch_rows: Histogram
+    flush_seconds: Histogram
+    commit_lag: Histogram
+    queue_rows: Gauge
+    mqtt_connected: Gauge
+
+
+METRICS = Metrics(
+    received=Counter("ingest_messages_received", "Messages and requests received", ["source"]),
+    accepted=Counter("ingest_readings_accepted", "Readings stored"),
+    duplicates=Counter("ingest_readings_duplicates", "Readings already stored, not stored again"),
+    rejected=Counter(
+        "ingest_items_rejected", "Items and messages rejected, by reason", ["source", "reason"]
+    ),
+    overloaded=Counter("ingest_overloaded", "Submissions refused because the queue was full"),
+    flush_failures=Counter("ingest_flush_failures", "Batches whose write failed"),
+    batch_rows=Histogram(
+        "ingest_batch_rows",
+        "Rows per written batch",
+        buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000),
+    ),
+    flush_seconds=Histogram(
+        "ingest_flush_seconds", "Time to write and commit a batch", buckets=_LATENCY_BUCKETS
+    ),
+    commit_lag=Histogram(
+        "ingest_commit_lag_seconds",
+        "Commit time minus reading time (newest reading of each message)",
+        buckets=_LATENCY_BUCKETS,
+    ),
+    queue_rows=Gauge(
+        "ingest_queue_rows", "Rows queued or being written", multiprocess_mode="livesum"
+    ),
+    mqtt_connected=Gauge(
+        "ingest_mqtt_connected", "1 while connected to the broker", multiprocess_mode="livesum"
+    ),
+)
+
+
+def render() -> bytes:
+    """Render the exposition text for ``/metrics``, across workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -1,0 +1,344 @@
+"""MQTT intake: a paho-mqtt 2.x (MQTT 5) client driven by the asyncio event loop.
+
+The client joins the shared subscription ``$share/<group>/telemetry/#`` at QoS 1 with a
+persistent session and manual acknowledgement: a PUBACK is sent only when the batch that
+holds the message has committed (or its dead letter has). ``mqtt_receive_window`` is the
+Receive Maximum we announce, so at most that many messages are unacknowledged at once; a
+full pipeline therefore slows the broker down instead of growing memory.
+
+Connection handling is a small state machine (:class:`LinkState`): DISCONNECTED →
+CONNECTING → CONNECTED, and back through BACKOFF after a failure, waiting a capped,
+jittered, doubling delay that resets after a successful connection. Acknowledgements of
+messages received on an earlier connection are dropped: the broker redelivers those from
+the resumed session, and the redelivery is deduplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ingest.errors import ConfigError
+from ingest.metrics import METRICS
+from ingest.settings import MqttSettings
+
+__all__ = ["BrokerAddress", "Delivery", "LinkState", "MqttConsumer", "parse_mqtt_url"]
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_MAX_S = 30.0
+_KEEPALIVE_S = 30
+
+
+class LinkState(enum.Enum):
+    """Where the connection to the broker stands."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKOFF = "backoff"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """Where the broker is and how to log in, parsed from ``MQTT_URL``."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    def __repr__(self) -> str:  # never print the password
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"BrokerAddress({scheme}://{user}{self.host}:{self.port})"
+
+
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    """Parse ``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://...``; ConfigError if not."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(
+            f"MQTT_URL must look like mqtt://host:1883 or mqtts://host:8883, not {parts.scheme}://…"
+        )
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(
+        host=parts.hostname,
+        port=parts.port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One received message and the means to acknowledge it."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class MqttConsumer:
+    """Receives telemetry from the broker and hands each message to ``handler``.
+
+    ``handler`` must eventually call :meth:`ack` for the delivery (after commit). Messages
+    are handled one at a time in arrival order; the handler only waits for room in the
+    pipeline, never for the commit itself.
+    """
+
+    def __init__(self, settings: MqttSettings, client_id: str, handler: Handler) -> None:
+        self.address = parse_mqtt_url(settings.mqtt_url)
+        self.settings = settings
+        self.client_id = client_id
+        self._handler = handler
+        self.state = LinkState.DISCONNECTED
+        self._generation = 0
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._answered = asyncio.Event()  # CONNACK (or a refusal) for the current attempt
+        self._client = self._make_client()
+        self.stats = dict.fromkeys(("received", "acked", "stale_acks", "connects"), 0)
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.manual_ack_set(on=True)
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            context = ssl.create_default_context(cafile=self.settings.mqtt_ca_file)
+            client.tls_set_context(context)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return client
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session with the broker is up."""
+        return self.state is LinkState.CONNECTED
+
+    async def start(self) -> None:
+        """Start connecting (in the background) and handling messages."""
+        self._loop = asyncio.get_running_loop()
+        self._tasks = [
+            asyncio.create_task(self._link(), name="mqtt-link"),
+            asyncio.create_task(self._misc(), name="mqtt-misc"),
+            asyncio.create_task(self._dispatch(), name="mqtt-dispatch"),
+        ]
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the first connection."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        return self.connected
+
+    async def stop_intake(self) -> None:
+        """Stop handing new messages to the handler (they stay unacknowledged)."""
+        for task in self._tasks[2:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks[2:], return_exceptions=True)
+
+    async def close(self) -> None:
+        """Disconnect, keeping the session at the broker so nothing unacknowledged is lost."""
+        self.state = LinkState.CLOSED
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client.is_connected():
+            self._client.disconnect()
+            # Let the DISCONNECT leave before the socket closes.
+            with contextlib.suppress(OSError):
+                self._client.loop_write()
+        METRICS.mqtt_connected.set(0)
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge ``delivery`` unless it came on an earlier connection."""
+        if delivery.qos == 0:
+            return
+        if delivery.generation != self._generation or not self.connected:
+            self.stats["stale_acks"] += 1
+            return
+        self._client.ack(delivery.mid, delivery.qos)
+        self.stats["acked"] += 1
+
+    # --- the state machine -------------------------------------------------------------
+
+    def _closed(self) -> bool:
+        return self.state is LinkState.CLOSED
+
+    async def _link(self) -> None:
+        delay = _BACKOFF_FIRST_S
+        while not self._closed():
+            self.state = LinkState.CONNECTING
+            self._lost.clear()
+            self._answered.clear()
+            try:
+                await self._connect()
+                await asyncio.wait_for(self._answered.wait(), 15)
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                log.warning("cannot connect to the MQTT broker %r: %s", self.address, exc)
+                self._drop_socket()
+            if self.state is LinkState.CONNECTED:
+                delay = _BACKOFF_FIRST_S
+                await self._lost.wait()
+                if self._closed():
+                    return
+                log.warning("lost the MQTT broker connection; reconnecting")
+            self.state = LinkState.BACKOFF
+            pause = delay * random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not crypto)
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _connect(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
+        props.ReceiveMaximum = self.settings.mqtt_receive_window
+        loop = asyncio.get_running_loop()
+        # The TCP (and TLS) handshake blocks: keep it off the event loop.
+        await loop.run_in_executor(
+            None,
+            lambda: self._client.connect(
+                self.address.host,
+                self.address.port,
+                keepalive=_KEEPALIVE_S,
+                clean_start=False,
+                properties=props,
+            ),
+        )
+
+    def _drop_socket(self) -> None:
+        sock = self._client.socket()
+        if sock is not None:
+            self._on_socket_close(self._client, None, sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    async def _misc(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            if self._client.socket() is not None:
+                self._client.loop_misc()
+
+    async def _dispatch(self) -> None:
+        while True:
+            delivery = await self._inbox.get()
+            try:
+                await self._handler(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failed message stays unacknowledged and comes back after a reconnect.
+                log.exception("handling MQTT message on %s failed", delivery.topic)
+
+    # --- paho callbacks (run on the event loop) -----------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error(
+                "MQTT broker refused the connection: %s (check MQTT_URL credentials and ACL)",
+                reason,
+            )
+            self._lost.set()
+            self._answered.set()
+            return
+        self._generation += 1
+        self.state = LinkState.CONNECTED
+        self.stats["connects"] += 1
+        METRICS.mqtt_connected.set(1)
+        topic = f"$share/{self.settings.mqtt_share_group}/telemetry/#"
+        client.subscribe(topic, qos=1)
+        log.info(
+            "connected to MQTT broker %r as %s (session %s), subscribed to %s",
+            self.address,
+            self.client_id,
+            "resumed" if flags.session_present else "new",
+            topic,
+        )
+        self._connected.set()
+        self._answered.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any
+    ) -> None:
+        if self.state is not LinkState.CLOSED:
+            self.state = LinkState.DISCONNECTED
+            log.info("MQTT disconnected: %s", reason)
+        METRICS.mqtt_connected.set(0)
+        self._lost.set()
+        self._answered.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        self.stats["received"] += 1
+        self._inbox.put_nowait(
+            Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
+        )
+
+    def _call_in_loop(self, fn: Callable[..., object], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        # Called from the connect executor thread: register the reader on the loop.
+        self._call_in_loop(self._add_reader, sock)
+
+    def _add_reader(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(sock, self._client.loop_read)
+
+    def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+
+    def _on_socket_register_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        self._call_in_loop(self._add_writer, sock)
+
+    def _add_writer(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.add_writer(sock, self._client.loop_write)
+
+    def _on_socket_unregister_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_writer(sock)

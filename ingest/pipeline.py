@@ -1,0 +1,240 @@
+"""The bounded path from intake to commit: submissions are batched and written together.
+
+MQTT messages and HTTP requests each become a :class:`Submission` whose future resolves
+only after the batch holding it has committed. The batcher flushes when a batch reaches
+``max_batch_rows`` or when its oldest submission has waited ``flush_interval_s``; while
+``max_concurrent_flushes`` batches are being written, new submissions gather into larger
+batches. Queued and in-flight rows are bounded by ``max_queue_rows``: HTTP intake gets
+:class:`OverloadedError` (a 503) when full, MQTT intake waits (and so stops acknowledging,
+which makes the broker stop sending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ingest.errors import IngestError, OverloadedError, StorageError
+from ingest.metrics import METRICS
+from ingest.writer import BatchWriter, DeadLetter, DeviceUpdate, ReadingSet
+
+__all__ = ["Outcome", "Pipeline", "PipelineSettings", "Submission"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Batching and bounds of the pipeline."""
+
+    max_batch_rows: int = 5_000
+    flush_interval_s: float = 0.05
+    max_queue_rows: int = 200_000
+    max_concurrent_flushes: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to the readings of one submission, after commit."""
+
+    accepted: int
+    duplicates: int
+
+
+@dataclass(eq=False, slots=True)
+class Submission:
+    """Readings and dead letters of one message or request, and the future of its commit."""
+
+    sets: list[ReadingSet]
+    dead_letters: list[DeadLetter]
+    received_at: datetime
+    device_key: int | None = None
+    seqs: list[int] = field(default_factory=list)
+    newest_ts: datetime | None = None
+    future: asyncio.Future[Outcome] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def rows(self) -> int:
+        """Rows this submission adds to a batch (dead letters count as one each)."""
+        return sum(len(values) for _, _, values in self.sets) + len(self.dead_letters)
+
+
+class Pipeline:
+    """Batches submissions and writes them with a :class:`BatchWriter`."""
+
+    def __init__(self, writer: BatchWriter, settings: PipelineSettings) -> None:
+        self._writer = writer
+        self.settings = settings
+        self._queue: asyncio.Queue[tuple[Submission, int]] = asyncio.Queue()
+        self._rows = 0  # queued and being written
+        self._space = asyncio.Condition()
+        self._flush_slots = asyncio.Semaphore(settings.max_concurrent_flushes)
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._batcher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows accepted into the pipeline and not yet committed."""
+        return self._rows
+
+    async def start(self) -> None:
+        """Start the batcher task."""
+        self._batcher = asyncio.create_task(self._run(), name="ingest-batcher")
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop taking submissions, flush what is queued and wait for every commit."""
+        self._closing = True
+        async with self._space:
+            self._space.notify_all()  # submitters waiting for room give up
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        if self._batcher is not None:
+            self._batcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher
+        for task in list(self._flushes):
+            task.cancel()
+        if self._flushes:
+            await asyncio.wait(self._flushes, timeout=5)
+        if self._rows:
+            log.error(
+                "pipeline stopped with %d rows not committed (they were not acknowledged)",
+                self._rows,
+            )
+
+    def submit_nowait(self, sub: Submission) -> None:
+        """Queue ``sub`` or raise OverloadedError at once when the pipeline is full."""
+        if self._closing:
+            raise OverloadedError("shutting down")
+        rows = sub.rows
+        if self._rows and self._rows + rows > self.settings.max_queue_rows:
+            METRICS.overloaded.inc()
+            raise OverloadedError(
+                f"ingest queue full ({self._rows} of {self.settings.max_queue_rows} rows)"
+            )
+        self._enqueue(sub, rows)
+
+    async def submit(self, sub: Submission) -> None:
+        """Queue ``sub``, waiting for room (MQTT: not acknowledging is the backpressure)."""
+        rows = sub.rows
+        async with self._space:
+            await self._space.wait_for(
+                lambda: (
+                    self._closing
+                    or not self._rows
+                    or self._rows + rows <= self.settings.max_queue_rows
+                )
+            )
+        if self._closing:
+            raise OverloadedError("shutting down")
+        self._enqueue(sub, rows)
+
+    def _enqueue(self, sub: Submission, rows: int) -> None:
+        self._rows += rows
+        self._idle.clear()
+        METRICS.queue_rows.set(self._rows)
+        self._queue.put_nowait((sub, rows))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        max_rows = self.settings.max_batch_rows
+        while True:
+            first = await self._queue.get()
+            batch, rows = [first], first[1]
+            deadline = loop.time() + self.settings.flush_interval_s
+            while rows < max_rows:
+                if self._queue.empty():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0 or self._closing:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                else:
+                    item = self._queue.get_nowait()
+                batch.append(item)
+                rows += item[1]
+            await self._flush_slots.acquire()
+            task = asyncio.create_task(self._flush(batch), name="ingest-flush")
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[Submission, int]]) -> None:
+        subs = [sub for sub, _ in batch]
+        rows = sum(r for _, r in batch)
+        try:
+            await self._write(subs)
+        finally:
+            self._flush_slots.release()
+            self._rows -= rows
+            if not self._rows:
+                self._idle.set()
+            METRICS.queue_rows.set(self._rows)
+            async with self._space:
+                self._space.notify_all()
+
+    async def _write(self, subs: list[Submission]) -> None:
+        sets = [s for sub in subs for s in sub.sets]
+        dead_letters = [d for sub in subs for d in sub.dead_letters]
+        started = time.perf_counter()
+        try:
+            result = await self._writer.write(sets, _bookkeeping(subs), dead_letters)
+        except (StorageError, IngestError) as exc:
+            METRICS.flush_failures.inc()
+            for sub in subs:
+                if not sub.future.done():
+                    sub.future.set_exception(exc)
+            return
+        except Exception as exc:  # a bug must fail the submissions, not hang them
+            log.exception("batch write failed unexpectedly")
+            for sub in subs:
+                if not sub.future.done():
+                    sub.future.set_exception(exc)
+            return
+        committed = time.time()
+        METRICS.flush_seconds.observe(time.perf_counter() - started)
+        METRICS.batch_rows.observe(sum(len(v) for _, _, v in sets))
+        per_set, index = result.accepted_per_set, 0
+        for sub in subs:
+            total = sum(len(v) for _, _, v in sub.sets)
+            accepted = total if per_set is None else sum(per_set[index : index + len(sub.sets)])
+            index += len(sub.sets)
+            if sub.newest_ts is not None:
+                METRICS.commit_lag.observe(max(0.0, committed - sub.newest_ts.timestamp()))
+            if not sub.future.done():
+                sub.future.set_result(Outcome(accepted, total - accepted))
+        METRICS.accepted.inc(result.accepted)
+        METRICS.duplicates.inc(result.duplicates)
+
+
+def _bookkeeping(subs: list[Submission]) -> list[DeviceUpdate]:
+    """One update per device in the batch: when heard, seq range, gaps inside the batch."""
+    heard: dict[int, datetime] = {}
+    seqs: dict[int, set[int]] = defaultdict(set)
+    for sub in subs:
+        if sub.device_key is None:
+            continue
+        previous = heard.get(sub.device_key)
+        if previous is None or sub.received_at > previous:
+            heard[sub.device_key] = sub.received_at
+        seqs[sub.device_key].update(sub.seqs)
+    updates = []
+    for key, seen in heard.items():
+        got = seqs.get(key)
+        if got:
+            first, last = min(got), max(got)
+            updates.append(DeviceUpdate(key, seen, first, last, (last - first + 1) - len(got)))
+        else:
+            updates.append(DeviceUpdate(key, seen))
+    return updates
