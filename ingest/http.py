@@ -19,10 +19,10 @@ from aiohttp import web
 
 from ingest.context import INTAKE, Intake
 from ingest.errors import OverloadedError, StorageDataError, StorageUnavailableError, one_line
-from ingest.intake import build_submission, whole_message_reject
+from ingest.intake import build_submission, log_rejects, whole_message_reject
 from ingest.metrics import METRICS, render
 from ingest.pipeline import Submission
-from ingest.registry import DeviceRef
+from ingest.registry import DeviceRef, Miss
 from ingest.wire import Format, Reason, parse_payload
 
 __all__ = ["Problem", "problem_middleware", "routes"]
@@ -70,9 +70,13 @@ async def _authenticate(request: web.Request, intake: Intake) -> DeviceRef:
     challenge = {"WWW-Authenticate": "Bearer"}
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "unauthorized", "send Authorization: Bearer <device token>", **challenge)
+    cached = intake.devices.cached_token(token.strip())
     try:
-        async with intake.writer.connection() as conn:
-            ref = await intake.devices.by_token(conn, token.strip())
+        if isinstance(cached, Miss):
+            async with intake.writer.connection() as conn:
+                ref = await intake.devices.by_token(conn, token.strip())
+        else:
+            ref = cached
     except (psycopg.Error, StorageUnavailableError) as exc:
         log.warning("token lookup failed, database unavailable: %s", one_line(exc))
         raise _unavailable("database unavailable, retry later") from exc
@@ -146,14 +150,7 @@ async def post_telemetry(request: web.Request) -> web.Response:
     except StorageDataError as exc:
         log.exception("device %s: batch rejected by the database", ref.device_id)
         raise Problem(500, "storage_error", "the database rejected the batch") from exc
-    for reject in rejects:
-        log.info(
-            "device %s: item %d rejected (%s): %s",
-            ref.device_id,
-            reject.index,
-            reject.reason.value,
-            reject.detail,
-        )
+    log_rejects("http", ref.device_id, rejects, parsed.total)
     return web.json_response(
         {
             "accepted": outcome.accepted,

@@ -8,6 +8,8 @@ it can be cut out, else the whole message), committed in the same batch as the r
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,7 +20,9 @@ from ingest.pipeline import Submission
 from ingest.wire import Item, Parsed, Reason, Reject
 from ingest.writer import DeadLetter, ReadingSet
 
-__all__ = ["IntakeRules", "build_submission", "whole_message_reject"]
+__all__ = ["IntakeRules", "build_submission", "log_rejects", "whole_message_reject"]
+
+log = logging.getLogger(__name__)
 
 Source = Literal["mqtt", "http"]
 
@@ -130,3 +134,21 @@ def build_submission(
         newest_ts=max((item.ts for item in items), default=None),
     )
     return sub, rejects
+
+
+def log_rejects(source: Source, device_id: str, rejects: Sequence[Reject], total: int) -> None:
+    """Log one line per message that had rejects: counts by reason and the first detail."""
+    if not rejects:
+        return
+    by_reason = Counter(r.reason.value for r in rejects)
+    first = rejects[0]
+    log.info(
+        "device %s (%s): %d of %d items rejected (%s); first, item %d: %s",
+        device_id,
+        source,
+        len(rejects),
+        total,
+        ", ".join(f"{reason} x{n}" for reason, n in by_reason.most_common()),
+        first.index,
+        first.detail,
+    )

@@ -37,6 +37,7 @@ class Metrics:
     batch_rows: Histogram
     flush_seconds: Histogram
     commit_lag: Histogram
+    mqtt_acks: Counter
     queue_rows: Gauge
     mqtt_connected: Gauge
 
@@ -63,6 +64,7 @@ METRICS = Metrics(
         "Commit time minus reading time (newest reading of each message)",
         buckets=_LATENCY_BUCKETS,
     ),
+    mqtt_acks=Counter("ingest_mqtt_acks", "MQTT messages acknowledged after commit"),
     queue_rows=Gauge(
         "ingest_queue_rows", "Rows queued or being written", multiprocess_mode="livesum"
     ),

@@ -197,6 +197,7 @@ class MqttConsumer:
             return
         self._client.ack(delivery.mid, delivery.qos)
         self.stats["acked"] += 1
+        METRICS.mqtt_acks.inc()
 
     # --- the state machine -------------------------------------------------------------
 

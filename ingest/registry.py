@@ -8,6 +8,7 @@ tells an attacker how close a guess came.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
@@ -26,6 +27,7 @@ __all__ = [
     "DeviceAuthenticator",
     "DeviceExistsError",
     "DeviceRef",
+    "Miss",
     "NewDevice",
     "create_device",
     "generate_token",
@@ -121,6 +123,15 @@ async def rotate_token(conn: AsyncConnection[TupleRow], device_id: str) -> str |
     return token if cur.rowcount == 1 else None
 
 
+class Miss(enum.Enum):
+    """Marks a cache miss (None is a cached "no such device")."""
+
+    MISS = "miss"
+
+
+MISS = Miss.MISS
+
+
 class DeviceAuthenticator:
     """Token and id lookups with a small time-bounded cache.
 
@@ -146,12 +157,29 @@ class DeviceAuthenticator:
         ttl = self.ttl_s if ref is not None else self.negative_ttl_s
         cache[key] = (time.monotonic() + ttl, ref)
 
+    def cached_token(self, token: str) -> DeviceRef | Miss | None:
+        """Return the cached answer for ``token``, or MISS when a query is needed."""
+        return self._peek(self._by_digest, hash_token(token))
+
+    def cached_id(self, device_id: str) -> DeviceRef | Miss | None:
+        """Return the cached answer for ``device_id``, or MISS when a query is needed."""
+        return self._peek(self._by_id, device_id)
+
+    @staticmethod
+    def _peek(
+        cache: dict[Any, tuple[float, DeviceRef | None]], key: object
+    ) -> DeviceRef | Miss | None:
+        hit = cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        return MISS
+
     async def by_token(self, conn: AsyncConnection[TupleRow], token: str) -> DeviceRef | None:
         """Return the device owning ``token``, or None."""
         digest = hash_token(token)
-        hit = self._by_digest.get(digest)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        cached = self._peek(self._by_digest, digest)
+        if not isinstance(cached, Miss):
+            return cached
         cur = await conn.execute(
             "SELECT device_key, device_id, token_hash FROM devices WHERE token_hash = %s", [digest]
         )
@@ -164,9 +192,9 @@ class DeviceAuthenticator:
 
     async def by_id(self, conn: AsyncConnection[TupleRow], device_id: str) -> DeviceRef | None:
         """Return the registered device called ``device_id``, or None."""
-        hit = self._by_id.get(device_id)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        cached = self._peek(self._by_id, device_id)
+        if not isinstance(cached, Miss):
+            return cached
         cur = await conn.execute("SELECT device_key FROM devices WHERE device_id = %s", [device_id])
         row = await cur.fetchone()
         ref = DeviceRef(int(row[0]), device_id) if row is not None else None

@@ -21,15 +21,20 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ingest import maintenance
 from ingest.context import INTAKE, Intake
-from ingest.errors import ConfigError, IngestError, StorageError, one_line
+from ingest.errors import ConfigError, StorageError, one_line
 from ingest.http import problem_middleware, routes
-from ingest.intake import IntakeRules, build_submission, whole_message_reject
+from ingest.intake import IntakeRules, build_submission, log_rejects, whole_message_reject
 from ingest.metrics import METRICS
 from ingest.migrate import MIGRATIONS, ResolvedMode, schema_state
 from ingest.mqtt import Delivery, MqttConsumer
 from ingest.pipeline import Outcome, Pipeline, PipelineSettings, Submission
 from ingest.ratelimit import TokenBuckets
-from ingest.registry import DeviceAuthenticator, DeviceRef, register_device_without_token
+from ingest.registry import (
+    DeviceAuthenticator,
+    DeviceRef,
+    Miss,
+    register_device_without_token,
+)
 from ingest.settings import (
     DatabaseSettings,
     HttpSettings,
@@ -104,11 +109,18 @@ class MqttIntake:
     async def handle(self, delivery: Delivery) -> None:
         """Build and queue the submission of one message; ack or retry when it commits."""
         METRICS.received.labels("mqtt").inc()
-        sub = await self._submission(delivery)
-        await self.intake.pipeline.submit(sub)
+        try:
+            sub = await self._submission(delivery)
+            await self.intake.pipeline.submit(sub)
+        except (StorageError, psycopg.Error) as exc:
+            self._retry_later(delivery, exc)
+            return
         sub.future.add_done_callback(lambda fut: self._committed(fut, delivery))
 
     async def _device(self, device_id: str) -> DeviceRef | None:
+        cached = self.intake.devices.cached_id(device_id)
+        if not isinstance(cached, Miss):
+            return cached
         async with self.intake.writer.connection() as conn:
             ref = await self.intake.devices.by_id(conn, device_id)
             if ref is None and self.intake.auto_register:
@@ -144,14 +156,7 @@ class MqttIntake:
             received_at=now,
             rules=self.intake.rules,
         )
-        for reject in rejects:
-            log.info(
-                "device %s: item %d rejected (%s): %s",
-                device_id,
-                reject.index,
-                reject.reason.value,
-                reject.detail,
-            )
+        log_rejects("mqtt", device_id, rejects, parsed.total)
         return sub
 
     @staticmethod
@@ -169,9 +174,12 @@ class MqttIntake:
         exc = fut.exception()
         if exc is None:
             consumer.ack(delivery)
-            return
-        # Not committed: keep it unacknowledged and try again (the broker would only
-        # redeliver after a reconnect).
+        else:
+            self._retry_later(delivery, exc)
+
+    def _retry_later(self, delivery: Delivery, exc: BaseException) -> None:
+        # Not committed: keep it unacknowledged and try again here (the broker would only
+        # redeliver it after a reconnect).
         log.warning("message on %s not stored (%s); retrying", delivery.topic, one_line(exc))
         task = asyncio.create_task(self._retry(delivery), name="mqtt-retry")
         self._retries.add(task)
@@ -179,13 +187,7 @@ class MqttIntake:
 
     async def _retry(self, delivery: Delivery) -> None:
         await asyncio.sleep(_MQTT_RETRY_S)
-        try:
-            await self.handle(delivery)
-        except (IngestError, psycopg.Error) as exc:
-            log.warning("retry of a message on %s failed: %s", delivery.topic, one_line(exc))
-            task = asyncio.create_task(self._retry(delivery), name="mqtt-retry")
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
+        await self.handle(delivery)
 
     async def close(self) -> None:
         """Cancel pending retries; their messages stay unacknowledged for the broker."""
