@@ -1,0 +1,214 @@
+"""Every SQL statement of the query API, as named constants; every value is a parameter.
+
+Device status is computed in SQL from ``last_seen`` and the expected reporting interval,
+so that the registry can be filtered by it: a device is ``online`` when it was heard
+within ``offline_after`` expected intervals (the device's own, or the default).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BUCKETS_FROM_1H",
+    "BUCKETS_FROM_1M",
+    "BUCKETS_FROM_RAW",
+    "COPY_CSV",
+    "COPY_NDJSON",
+    "CREATE_KEY",
+    "DELETE_DEVICE",
+    "DELETE_DEVICE_READINGS",
+    "DELETE_DEVICE_ROLLUPS_1H",
+    "DELETE_DEVICE_ROLLUPS_1M",
+    "DEVICE_KEY",
+    "DEVICE_KEYS",
+    "FLEET_LATEST",
+    "FLEET_READINGS",
+    "FLEET_STATUS",
+    "GET_DEVICE",
+    "KEY_BY_HASH",
+    "LATEST",
+    "LIST_DEVICES",
+    "METRIC_KEYS",
+    "METRIC_KEYS_ALL",
+    "NO_STATEMENT_TIMEOUT",
+    "PING",
+    "RAW_PAGE",
+    "REJECTS",
+    "ROLLUP_WATERMARK",
+    "SET_STATEMENT_TIMEOUT",
+    "SET_TIMEZONE_UTC",
+    "STORAGE_MODE",
+]
+
+SET_TIMEZONE_UTC = "SELECT set_config('TimeZone', 'UTC', false)"
+SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
+NO_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = 0"
+PING = "SELECT 1"
+
+KEY_BY_HASH = """
+SELECT key_id, key_hash, scope FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL
+"""
+CREATE_KEY = """
+INSERT INTO api_keys (key_hash, scope, name) VALUES (%s, %s, %s) RETURNING key_id
+"""
+
+STORAGE_MODE = "SELECT value FROM storage_settings WHERE key = 'storage_mode'"
+# -infinity (nothing rolled up yet) does not fit a Python datetime: clamp it.
+ROLLUP_WATERMARK = """
+SELECT greatest(watermark, '0001-01-02 00:00:00+00') FROM rollup_state WHERE name = 'rollups'
+"""
+
+# %(now)s, %(default_interval_s)s and %(offline_after)s parameterize the status.
+_DEVICE_COLUMNS = """
+device_key, device_id, name, metadata, expected_interval_s, created_at, last_seen, last_seq,
+seq_gaps,
+CASE WHEN last_seen IS NULL THEN 'never_seen'
+     WHEN last_seen >= %(now)s - make_interval(
+         secs => coalesce(expected_interval_s, %(default_interval_s)s) * %(offline_after)s)
+     THEN 'online'
+     ELSE 'offline' END AS status
+"""
+GET_DEVICE = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = %(device_id)s"  # noqa: S608  (constant)
+LIST_DEVICES = f"""
+SELECT * FROM (
+    SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id > %(after)s
+) d
+WHERE %(status)s::text IS NULL OR status = %(status)s
+ORDER BY device_id
+LIMIT %(limit)s
+"""  # noqa: S608  (constant)
+FLEET_STATUS = f"""
+SELECT count(*),
+       count(*) FILTER (WHERE status = 'online'),
+       count(*) FILTER (WHERE status = 'offline'),
+       count(*) FILTER (WHERE status = 'never_seen')
+FROM (SELECT {_DEVICE_COLUMNS} FROM devices) d
+"""  # noqa: S608  (constant)
+FLEET_READINGS = """
+SELECT count(*) FILTER (WHERE time >= %(minute_ago)s), count(*)
+FROM readings WHERE time >= %(hour_ago)s AND time <= %(now)s
+"""
+
+DEVICE_KEY = "SELECT device_key FROM devices WHERE device_id = %s"
+DEVICE_KEYS = "SELECT device_id, device_key FROM devices WHERE device_id = ANY(%s)"
+METRIC_KEYS = "SELECT metric_key, name FROM metrics WHERE name = ANY(%s) ORDER BY metric_key"
+METRIC_KEYS_ALL = "SELECT metric_key, name FROM metrics ORDER BY metric_key"
+
+DELETE_DEVICE_READINGS = "DELETE FROM readings WHERE device_key = %s"
+DELETE_DEVICE_ROLLUPS_1M = "DELETE FROM readings_1m WHERE device_key = %s"
+DELETE_DEVICE_ROLLUPS_1H = "DELETE FROM readings_1h WHERE device_key = %s"
+DELETE_DEVICE = "DELETE FROM devices WHERE device_key = %s"
+
+# One index probe per metric: the unique key (device, metric, time) read backwards.
+LATEST = """
+SELECT m.name, r.time, r.value
+FROM metrics m
+CROSS JOIN LATERAL (
+    SELECT time, value FROM readings
+    WHERE device_key = %(device_key)s AND metric_key = m.metric_key
+    ORDER BY time DESC LIMIT 1
+) r
+WHERE %(metric_keys)s::int2[] IS NULL OR m.metric_key = ANY(%(metric_keys)s)
+ORDER BY m.name
+"""
+# One index probe per device and metric, bounded in time so that both paths skip the
+# partitions (chunks) far from each device's last reading.
+FLEET_LATEST = """
+SELECT d.device_id, m.name, r.time, r.value
+FROM (
+    SELECT device_key, device_id, last_seen FROM devices
+    WHERE device_id > %(after)s ORDER BY device_id LIMIT %(limit)s
+) d
+LEFT JOIN metrics m
+    ON d.last_seen IS NOT NULL
+   AND (%(metric_keys)s::int2[] IS NULL OR m.metric_key = ANY(%(metric_keys)s))
+LEFT JOIN LATERAL (
+    SELECT time, value FROM readings
+    WHERE device_key = d.device_key AND metric_key = m.metric_key
+      AND time <= d.last_seen AND time > d.last_seen - %(window)s
+    ORDER BY time DESC LIMIT 1
+) r ON true
+ORDER BY d.device_id, m.name
+"""
+
+RAW_PAGE = """
+SELECT time, value FROM readings
+WHERE device_key = %(device_key)s AND metric_key = %(metric_key)s
+  AND time >= %(start)s AND time < %(end)s AND time > %(after)s
+ORDER BY time
+LIMIT %(limit)s
+"""
+
+# Buckets aligned on the Unix epoch, so a bucket that is a multiple of a minute (an hour)
+# is a whole number of 1-minute (1-hour) rollup rows, and raw and rolled-up agree.
+_BUCKET = "date_bin(%(step)s::interval, t, '1970-01-01 00:00:00+00')"
+_RAW_PART = """
+SELECT time, metric_key, 1::int8, value, value, value, value, value FROM readings
+WHERE device_key = %(device_key)s AND metric_key = ANY(%(metric_keys)s)
+  AND time >= {lo} AND time < {hi}
+"""
+_COMBINE = f"""
+SELECT metric_key, {_BUCKET} AS b, sum(n)::int8, sum(s), min(lo), max(hi),
+       (array_agg(f ORDER BY t))[1], (array_agg(l ORDER BY t DESC))[1]
+FROM parts
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""  # noqa: S608  (constant)
+
+
+def _from_rollup(view: str) -> str:
+    # Rollup rows inside [rollup_lo, rollup_hi); raw rows for the partial head and tail.
+    return f"""
+WITH parts (t, metric_key, n, s, lo, hi, f, l) AS (
+    SELECT bucket, metric_key, count, sum, min, max, first, last FROM {view}
+    WHERE device_key = %(device_key)s AND metric_key = ANY(%(metric_keys)s)
+      AND bucket >= %(rollup_lo)s AND bucket < %(rollup_hi)s
+    UNION ALL
+    {_RAW_PART.format(lo="%(start)s", hi="%(rollup_lo)s")}
+    UNION ALL
+    {_RAW_PART.format(lo="%(rollup_hi)s", hi="%(end)s")}
+)
+{_COMBINE}
+"""  # noqa: S608  (constant view names only)
+
+
+BUCKETS_FROM_1M = _from_rollup("readings_1m")
+BUCKETS_FROM_1H = _from_rollup("readings_1h")
+BUCKETS_FROM_RAW = f"""
+WITH parts (t, metric_key, n, s, lo, hi, f, l) AS (
+    {_RAW_PART.format(lo="%(start)s", hi="%(end)s")}
+)
+{_COMBINE}
+"""
+
+_EXPORT_ROWS = """
+FROM readings
+WHERE device_key = %(device_key)s AND metric_key = %(metric_key)s
+  AND time >= %(start)s AND time < %(end)s
+ORDER BY time
+"""
+_RFC3339_UTC = """to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+# COPY takes no server-side parameters: psycopg binds these client-side, quoted as literals.
+COPY_CSV = f"""
+COPY (SELECT %(device_id)s::text, %(metric)s::text, {_RFC3339_UTC}, value {_EXPORT_ROWS})
+TO STDOUT (FORMAT csv)
+"""
+# Ids and metric names cannot hold a backslash, so COPY's text escaping leaves the JSON as is.
+COPY_NDJSON = f"""
+COPY (SELECT json_build_object('device_id', %(device_id)s::text, 'metric', %(metric)s::text,
+                               'ts', {_RFC3339_UTC}, 'value', value)
+      {_EXPORT_ROWS})
+TO STDOUT
+"""
+
+REJECTS = """
+SELECT id, received_at, source, device_id, item_index, reason, detail, payload
+FROM dead_letters
+WHERE id < %(before)s
+  AND (%(device_id)s::text IS NULL OR device_id = %(device_id)s)
+  AND (%(reason)s::text IS NULL OR reason = %(reason)s)
+  AND (%(source)s::text IS NULL OR source = %(source)s)
+  AND (%(start)s::timestamptz IS NULL OR received_at >= %(start)s)
+  AND (%(end)s::timestamptz IS NULL OR received_at < %(end)s)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""

@@ -1,0 +1,240 @@
+"""Device registry routes: create, list, get, delete, rotate a token; latest values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
+
+from api import queries
+from api.context import DATABASE, SETTINGS
+from api.errors import ConflictError, NotFoundError
+from api.models import (
+    CreateDevice,
+    Device,
+    DeviceCreated,
+    DeviceList,
+    DeviceParams,
+    ErrorBody,
+    FleetLatestPage,
+    FleetLatestParams,
+    LatestValue,
+    LatestValues,
+    ListDevicesParams,
+    NoParams,
+    TokenRotated,
+    metric_names,
+)
+from api.pagination import decode_cursor, encode_cursor
+from api.routing import Reply, Router
+from api.settings import ApiSettings
+from ingest.registry import DeviceExistsError, create_device, rotate_token
+
+__all__ = ["device_key", "metric_keys", "router"]
+
+router = Router()
+
+
+def _status_params(settings: ApiSettings) -> dict[str, Any]:
+    return {
+        "now": datetime.now(UTC),
+        "default_interval_s": settings.api_default_interval_s,
+        "offline_after": settings.api_offline_after_intervals,
+    }
+
+
+def _device(row: tuple[Any, ...]) -> Device:
+    return Device(
+        device_id=row[1],
+        name=row[2],
+        metadata=row[3],
+        expected_interval_s=row[4],
+        created_at=row[5],
+        last_seen=row[6],
+        last_seq=row[7],
+        seq_gaps=row[8],
+        status=row[9],
+    )
+
+
+async def device_key(conn: AsyncConnection[TupleRow], device_id: str) -> int:
+    """Return the key of ``device_id``; NotFoundError when it is not registered."""
+    row = await (await conn.execute(queries.DEVICE_KEY, [device_id])).fetchone()
+    if row is None:
+        raise NotFoundError(f"no device {device_id!r}")
+    return int(row[0])
+
+
+async def metric_keys(conn: AsyncConnection[TupleRow], names: str | None) -> dict[int, str]:
+    """Return {key: name} of the metrics in ``a,b`` (all when None), in key order.
+
+    Names never stored are left out: they have no readings.
+    """
+    if names is None:
+        cur = await conn.execute(queries.METRIC_KEYS_ALL)
+    else:
+        cur = await conn.execute(queries.METRIC_KEYS, [list(metric_names(names))])
+    return {int(key): str(name) for key, name in await cur.fetchall()}
+
+
+@router.json_with_body(
+    "POST",
+    "/v1/devices",
+    body=CreateDevice,
+    reply=DeviceCreated,
+    scope="admin",
+    tag="devices",
+    status=201,
+    description="created; the token is shown this once",
+    errors=[Reply(409, "the device id is taken", ErrorBody)],
+)
+async def post_device(request: web.Request, _params: NoParams, body: CreateDevice) -> DeviceCreated:
+    """Register a device and return its token (shown once, stored hashed)."""
+    async with request.app[DATABASE].connection() as conn:
+        try:
+            new = await create_device(
+                conn,
+                body.device_id,
+                name=body.name,
+                metadata=body.metadata,
+                expected_interval_s=body.expected_interval_s,
+            )
+        except DeviceExistsError as exc:
+            raise ConflictError(str(exc)) from exc
+    return DeviceCreated(device_id=new.device_id, token=new.token)
+
+
+@router.json(
+    "GET", "/v1/devices", params=ListDevicesParams, reply=DeviceList, scope="read", tag="devices"
+)
+async def list_devices(request: web.Request, params: ListDevicesParams) -> DeviceList:
+    """List devices by id, optionally only those in one status."""
+    after = "" if params.cursor is None else str(decode_cursor(params.cursor, str)[0])
+    async with request.app[DATABASE].connection() as conn:
+        cur = await conn.execute(
+            queries.LIST_DEVICES,
+            _status_params(request.app[SETTINGS])
+            | {"after": after, "status": params.status, "limit": params.limit + 1},
+        )
+        rows = await cur.fetchall()
+    devices = [_device(row) for row in rows[: params.limit]]
+    more = len(rows) > params.limit
+    return DeviceList(
+        devices=devices, next_cursor=encode_cursor(devices[-1].device_id) if more else None
+    )
+
+
+@router.json(
+    "GET", "/v1/devices/{device_id}", params=DeviceParams, reply=Device, scope="read", tag="devices"
+)
+async def get_device(request: web.Request, params: DeviceParams) -> Device:
+    """Return a device with its status (online, offline, never_seen) and when it was last seen."""
+    async with request.app[DATABASE].connection() as conn:
+        cur = await conn.execute(
+            queries.GET_DEVICE,
+            _status_params(request.app[SETTINGS]) | {"device_id": params.device_id},
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"no device {params.device_id!r}")
+    return _device(row)
+
+
+@router.stream(
+    "DELETE",
+    "/v1/devices/{device_id}",
+    params=DeviceParams,
+    replies=[Reply(204, "deleted with its readings", media_types=())],
+    scope="admin",
+    tag="devices",
+)
+async def delete_device(request: web.Request, params: DeviceParams) -> web.StreamResponse:
+    """Delete a device and its readings (and, on plain PostgreSQL, its rollup rows)."""
+    db = request.app[DATABASE]
+    async with db.connection() as conn, conn.transaction():
+        key = await device_key(conn, params.device_id)
+        await conn.execute(queries.DELETE_DEVICE_READINGS, [key])
+        # TimescaleDB: materialized aggregates of the device stay until their range is
+        # refreshed or expires; device keys are never reused, so nothing can reach them.
+        if await db.storage_mode(conn) == "plain":
+            await conn.execute(queries.DELETE_DEVICE_ROLLUPS_1M, [key])
+            await conn.execute(queries.DELETE_DEVICE_ROLLUPS_1H, [key])
+        await conn.execute(queries.DELETE_DEVICE, [key])
+    return web.Response(status=204)
+
+
+@router.json(
+    "POST",
+    "/v1/devices/{device_id}/token",
+    params=DeviceParams,
+    reply=TokenRotated,
+    scope="admin",
+    tag="devices",
+    description="the new token, shown this once",
+)
+async def rotate_device_token(request: web.Request, params: DeviceParams) -> TokenRotated:
+    """Give a device a new token; the old one stops working."""
+    async with request.app[DATABASE].connection() as conn:
+        token = await rotate_token(conn, params.device_id)
+    if token is None:
+        raise NotFoundError(f"no device {params.device_id!r}")
+    return TokenRotated(device_id=params.device_id, token=token)
+
+
+@router.json(
+    "GET",
+    "/v1/devices/{device_id}/latest",
+    params=DeviceParams,
+    reply=LatestValues,
+    scope="read",
+    tag="readings",
+)
+async def get_latest(request: web.Request, params: DeviceParams) -> LatestValues:
+    """Return the newest value and its time for every metric of a device."""
+    async with request.app[DATABASE].connection() as conn:
+        key = await device_key(conn, params.device_id)
+        cur = await conn.execute(queries.LATEST, {"device_key": key, "metric_keys": None})
+        rows = await cur.fetchall()
+    return LatestValues(
+        device_id=params.device_id,
+        values=[LatestValue(metric=name, ts=ts, value=value) for name, ts, value in rows],
+    )
+
+
+@router.json(
+    "GET",
+    "/v1/latest",
+    params=FleetLatestParams,
+    reply=FleetLatestPage,
+    scope="read",
+    tag="readings",
+)
+async def get_fleet_latest(request: web.Request, params: FleetLatestParams) -> FleetLatestPage:
+    """Return the newest values of many devices at once, a page of devices at a time.
+
+    Values reported more than ``API_LATEST_WINDOW_S`` before a device's last reading are
+    left out (the per-device ``/latest`` has no such window).
+    """
+    after = "" if params.cursor is None else str(decode_cursor(params.cursor, str)[0])
+    window = timedelta(seconds=request.app[SETTINGS].api_latest_window_s)
+    async with request.app[DATABASE].connection() as conn:
+        keys = None if params.metric is None else list(await metric_keys(conn, params.metric))
+        cur = await conn.execute(
+            queries.FLEET_LATEST,
+            {"after": after, "limit": params.limit + 1, "metric_keys": keys, "window": window},
+        )
+        rows = await cur.fetchall()
+    pages: dict[str, list[LatestValue]] = {}
+    for device_id, name, ts, value in rows:
+        values = pages.setdefault(device_id, [])
+        if ts is not None:
+            values.append(LatestValue(metric=name, ts=ts, value=value))
+    ids = list(pages)
+    more = len(ids) > params.limit
+    return FleetLatestPage(
+        devices=[LatestValues(device_id=i, values=pages[i]) for i in ids[: params.limit]],
+        next_cursor=encode_cursor(ids[params.limit - 1]) if more else None,
+    )
