@@ -17,8 +17,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from ingest.migrate import migrate
+from ingest.registry import create_device
 from ingest.settings import StorageSettings
-from simulator.services import PostgresServer
+from simulator.services import MosquittoServer, PostgresServer
 
 
 @contextmanager
@@ -64,3 +65,34 @@ def scratch_database(admin_url: str, mode: Literal["plain", "timescale"]) -> Ite
 def median(values: list[float]) -> float:
     """Median rounded for printing."""
     return round(statistics.median(values), 1)
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    """``MQTT_URL`` when set, else a private Mosquitto with raised queue limits."""
+    given = os.environ.get("MQTT_URL")
+    if given:
+        yield given
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp,
+        MosquittoServer(Path(tmp)) as server,
+    ):
+        yield server.url
+
+
+def register_devices(url: str, count: int, prefix: str = "bench") -> list[str]:
+    """Register ``count`` devices; return their tokens."""
+
+    async def run() -> list[str]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return [(await create_device(conn, f"{prefix}-{i:05d}")).token for i in range(count)]
+
+    return asyncio.run(run())
+
+
+def count_rows(url: str) -> int:
+    """Rows in readings."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    return int(row[0]) if row else 0

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ingest.context import INTAKE, Intake
 from ingest.errors import OverloadedError, StorageDataError, StorageUnavailableError, one_line
-from ingest.intake import build_submission, log_rejects, whole_message_reject
+from ingest.intake import add_items, add_reject, log_rejects
 from ingest.metrics import METRICS, render
 from ingest.pipeline import Submission
 from ingest.registry import DeviceRef, Miss
@@ -38,6 +38,7 @@ _CONTENT_TYPES = {
     "application/senml+json": Format.SENML,
 }
 _RETRY_AFTER_S = "2"
+_RECEIVED_HTTP = METRICS.received.labels("http")
 
 
 class Problem(Exception):  # noqa: N818  (an HTTP answer, not a failure of ours)
@@ -101,7 +102,7 @@ async def _read_body(request: web.Request, intake: Intake) -> bytes:
 async def post_telemetry(request: web.Request) -> web.Response:
     """Store the readings of one device; answer after commit with per-item results."""
     intake = request.app[INTAKE]
-    METRICS.received.labels("http").inc()
+    _RECEIVED_HTTP.inc()
     ref = await _authenticate(request, intake)
     fmt = _CONTENT_TYPES.get(request.content_type)
     if fmt is None:
@@ -122,24 +123,18 @@ async def post_telemetry(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     parsed = parse_payload(body, fmt, ref.device_id, now, intake.limits)
     whole = next((r for r in parsed.rejects if r.index < 0), None)
+    sub = Submission(now)
     if whole is not None:
-        sub = whole_message_reject(
-            whole.reason,
-            whole.detail,
-            body,
-            source="http",
-            device_id=ref.device_id,
-            received_at=now,
-        )
+        add_reject(sub, whole.reason, whole.detail, body, source="http", device_id=ref.device_id)
         await _commit_quietly(intake, sub)
         raise Problem(400, whole.reason.value, whole.detail)
-    sub, rejects = build_submission(
+    rejects = add_items(
+        sub,
         parsed,
         body,
         device_key=ref.device_key,
         device_id=ref.device_id,
         source="http",
-        received_at=now,
         rules=intake.rules,
     )
     try:

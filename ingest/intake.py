@@ -18,9 +18,9 @@ from typing import Literal
 from ingest.metrics import METRICS
 from ingest.pipeline import Submission
 from ingest.wire import Item, Parsed, Reason, Reject
-from ingest.writer import DeadLetter, ReadingSet
+from ingest.writer import DeadLetter
 
-__all__ = ["IntakeRules", "build_submission", "log_rejects", "whole_message_reject"]
+__all__ = ["IntakeRules", "add_items", "add_reject", "log_rejects"]
 
 log = logging.getLogger(__name__)
 
@@ -76,38 +76,37 @@ def dead_letters_for(
     return letters
 
 
-def whole_message_reject(
+def add_reject(
+    sub: Submission,
     reason: Reason,
     detail: str,
     body: bytes,
     *,
     source: Source,
     device_id: str | None,
-    received_at: datetime,
-) -> Submission:
-    """Build a submission carrying only the dead letter of a message rejected whole."""
-    letters = dead_letters_for(
+) -> None:
+    """Add the dead letter of a message rejected whole to ``sub``."""
+    sub.dead_letters += dead_letters_for(
         [Reject(-1, reason, detail)],
         body,
         source=source,
         device_id=device_id,
-        received_at=received_at,
+        received_at=sub.received_at,
     )
-    return Submission([], letters, received_at)
 
 
-def build_submission(
+def add_items(
+    sub: Submission,
     parsed: Parsed,
     body: bytes,
     *,
     device_key: int,
     device_id: str,
     source: Source,
-    received_at: datetime,
     rules: IntakeRules,
-) -> tuple[Submission, list[Reject]]:
-    """Turn a parsed message into a submission; also return every reject, in order."""
-    oldest = received_at - rules.retention
+) -> list[Reject]:
+    """Add a parsed message's readings and dead letters to ``sub``; return its rejects."""
+    oldest = sub.received_at - rules.retention
     items: list[Item] = parsed.items
     rejects = list(parsed.rejects)
     if any(item.ts < oldest for item in items):
@@ -122,18 +121,19 @@ def build_submission(
         ]
         items = [item for item in items if item.ts >= oldest]
         rejects.sort(key=lambda r: r.index)
-    sets: list[ReadingSet] = [(device_key, item.ts, item.values) for item in items]
-    sub = Submission(
-        sets=sets,
-        dead_letters=dead_letters_for(
-            rejects, body, source=source, device_id=device_id, received_at=received_at
-        ),
-        received_at=received_at,
-        device_key=device_key,
-        seqs=[item.seq for item in items if item.seq is not None],
-        newest_ts=max((item.ts for item in items), default=None),
+    sub.sets += [(device_key, item.ts, item.values) for item in items]
+    if rejects:
+        sub.dead_letters += dead_letters_for(
+            rejects, body, source=source, device_id=device_id, received_at=sub.received_at
+        )
+    sub.devices.setdefault(device_key, []).extend(
+        item.seq for item in items if item.seq is not None
     )
-    return sub, rejects
+    if items:
+        newest = max(item.ts for item in items)
+        if sub.newest_ts is None or newest > sub.newest_ts:
+            sub.newest_ts = newest
+    return rejects
 
 
 def log_rejects(source: Source, device_id: str, rejects: Sequence[Reject], total: int) -> None:

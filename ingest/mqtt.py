@@ -100,14 +100,15 @@ class Delivery:
     generation: int
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+Handler = Callable[[list[Delivery]], Awaitable[None]]
+_MAX_GROUP = 256  # messages handed to the handler at once
 
 
 class MqttConsumer:
-    """Receives telemetry from the broker and hands each message to ``handler``.
+    """Receives telemetry from the broker and hands it to ``handler``.
 
-    ``handler`` must eventually call :meth:`ack` for the delivery (after commit). Messages
-    are handled one at a time in arrival order; the handler only waits for room in the
+    ``handler`` gets the messages that arrived together (in order, at most 256) and must
+    eventually call :meth:`ack` for each (after commit); it only waits for room in the
     pipeline, never for the commit itself.
     """
 
@@ -258,15 +259,18 @@ class MqttConsumer:
                 self._client.loop_misc()
 
     async def _dispatch(self) -> None:
+        inbox = self._inbox
         while True:
-            delivery = await self._inbox.get()
+            group = [await inbox.get()]
+            while not inbox.empty() and len(group) < _MAX_GROUP:
+                group.append(inbox.get_nowait())
             try:
-                await self._handler(delivery)
+                await self._handler(group)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A failed message stays unacknowledged and comes back after a reconnect.
-                log.exception("handling MQTT message on %s failed", delivery.topic)
+                # Failed messages stay unacknowledged and come back after a reconnect.
+                log.exception("handling %d MQTT messages failed", len(group))
 
     # --- paho callbacks (run on the event loop) -----------------------------------------
 

@@ -48,13 +48,15 @@ class Outcome:
 
 @dataclass(eq=False, slots=True)
 class Submission:
-    """Readings and dead letters of one message or request, and the future of its commit."""
+    """Readings and dead letters of a request or of MQTT messages, and their commit's future.
 
-    sets: list[ReadingSet]
-    dead_letters: list[DeadLetter]
+    ``devices`` maps each device heard to the seqs it sent, for the bookkeeping.
+    """
+
     received_at: datetime
-    device_key: int | None = None
-    seqs: list[int] = field(default_factory=list)
+    sets: list[ReadingSet] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    devices: dict[int, list[int]] = field(default_factory=dict)
     newest_ts: datetime | None = None
     future: asyncio.Future[Outcome] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -223,12 +225,11 @@ def _bookkeeping(subs: list[Submission]) -> list[DeviceUpdate]:
     heard: dict[int, datetime] = {}
     seqs: dict[int, set[int]] = defaultdict(set)
     for sub in subs:
-        if sub.device_key is None:
-            continue
-        previous = heard.get(sub.device_key)
-        if previous is None or sub.received_at > previous:
-            heard[sub.device_key] = sub.received_at
-        seqs[sub.device_key].update(sub.seqs)
+        for device_key, device_seqs in sub.devices.items():
+            previous = heard.get(device_key)
+            if previous is None or sub.received_at > previous:
+                heard[device_key] = sub.received_at
+            seqs[device_key].update(device_seqs)
     updates = []
     for key, seen in heard.items():
         got = seqs.get(key)

@@ -23,7 +23,7 @@ from ingest import maintenance
 from ingest.context import INTAKE, Intake
 from ingest.errors import ConfigError, StorageError, one_line
 from ingest.http import problem_middleware, routes
-from ingest.intake import IntakeRules, build_submission, log_rejects, whole_message_reject
+from ingest.intake import IntakeRules, add_items, add_reject, log_rejects
 from ingest.metrics import METRICS
 from ingest.migrate import MIGRATIONS, ResolvedMode, schema_state
 from ingest.mqtt import Delivery, MqttConsumer
@@ -50,6 +50,7 @@ __all__ = ["WorkerConfig", "create_app", "run_worker"]
 
 log = logging.getLogger(__name__)
 
+_RECEIVED_MQTT = METRICS.received.labels("mqtt")
 _STARTUP_WAIT_S = 60.0
 _MQTT_RETRY_S = 1.0
 
@@ -106,16 +107,22 @@ class MqttIntake:
         self.intake = intake
         self._retries: set[asyncio.Task[None]] = set()
 
-    async def handle(self, delivery: Delivery) -> None:
-        """Build and queue the submission of one message; ack or retry when it commits."""
-        METRICS.received.labels("mqtt").inc()
+    async def handle(self, deliveries: list[Delivery]) -> None:
+        """Queue the messages as one submission; ack them, or retry, when it commits.
+
+        Grouping the messages that arrived together spares a future, a queue entry and a
+        callback per message.
+        """
+        _RECEIVED_MQTT.inc(len(deliveries))
+        sub = Submission(datetime.now(UTC))
         try:
-            sub = await self._submission(delivery)
+            for delivery in deliveries:
+                await self._add(sub, delivery)
             await self.intake.pipeline.submit(sub)
         except (StorageError, psycopg.Error) as exc:
-            self._retry_later(delivery, exc)
+            self._retry_later(deliveries, exc)
             return
-        sub.future.add_done_callback(lambda fut: self._committed(fut, delivery))
+        sub.future.add_done_callback(lambda fut: self._committed(fut, deliveries))
 
     async def _device(self, device_id: str) -> DeviceRef | None:
         cached = self.intake.devices.cached_id(device_id)
@@ -129,65 +136,66 @@ class MqttIntake:
                 log.info("device %s registered automatically (AUTO_REGISTER=true)", device_id)
         return ref
 
-    async def _submission(self, delivery: Delivery) -> Submission:
-        now = datetime.now(UTC)
+    async def _add(self, sub: Submission, delivery: Delivery) -> None:
         body = delivery.payload
         topic = parse_topic(delivery.topic)
         if isinstance(topic, Reject):
-            return self._refuse(topic.reason, topic.detail, body, None, now)
+            self._refuse(sub, topic.reason, topic.detail, body, None)
+            return
         device_id, fmt = topic
         if len(body) > self.intake.max_mqtt_payload_bytes:
             detail = f"payload of {len(body)} bytes over {self.intake.max_mqtt_payload_bytes}"
-            return self._refuse(Reason.TOO_LARGE, detail, body, device_id, now)
+            self._refuse(sub, Reason.TOO_LARGE, detail, body, device_id)
+            return
         ref = await self._device(device_id)
         if ref is None:
             detail = f"device {device_id} is not registered (register it through the API)"
-            return self._refuse(Reason.UNKNOWN_DEVICE, detail, body, device_id, now)
-        parsed = parse_payload(body, fmt, device_id, now, self.intake.limits)
+            self._refuse(sub, Reason.UNKNOWN_DEVICE, detail, body, device_id)
+            return
+        parsed = parse_payload(body, fmt, device_id, sub.received_at, self.intake.limits)
         whole = next((r for r in parsed.rejects if r.index < 0), None)
         if whole is not None:
-            return self._refuse(whole.reason, whole.detail, body, device_id, now)
-        sub, rejects = build_submission(
+            self._refuse(sub, whole.reason, whole.detail, body, device_id)
+            return
+        rejects = add_items(
+            sub,
             parsed,
             body,
             device_key=ref.device_key,
             device_id=device_id,
             source="mqtt",
-            received_at=now,
             rules=self.intake.rules,
         )
         log_rejects("mqtt", device_id, rejects, parsed.total)
-        return sub
 
     @staticmethod
     def _refuse(
-        reason: Reason, detail: str, body: bytes, device_id: str | None, now: datetime
-    ) -> Submission:
+        sub: Submission, reason: Reason, detail: str, body: bytes, device_id: str | None
+    ) -> None:
         log.info("device %s: message rejected (%s): %s", device_id or "?", reason.value, detail)
-        return whole_message_reject(
-            reason, detail, body, source="mqtt", device_id=device_id, received_at=now
-        )
+        add_reject(sub, reason, detail, body, source="mqtt", device_id=device_id)
 
-    def _committed(self, fut: asyncio.Future[Outcome], delivery: Delivery) -> None:
+    def _committed(self, fut: asyncio.Future[Outcome], deliveries: list[Delivery]) -> None:
         consumer = self.intake.mqtt
         assert consumer is not None
         exc = fut.exception()
         if exc is None:
-            consumer.ack(delivery)
+            for delivery in deliveries:
+                consumer.ack(delivery)
         else:
-            self._retry_later(delivery, exc)
+            self._retry_later(deliveries, exc)
 
-    def _retry_later(self, delivery: Delivery, exc: BaseException) -> None:
-        # Not committed: keep it unacknowledged and try again here (the broker would only
-        # redeliver it after a reconnect).
-        log.warning("message on %s not stored (%s); retrying", delivery.topic, one_line(exc))
-        task = asyncio.create_task(self._retry(delivery), name="mqtt-retry")
+    def _retry_later(self, deliveries: list[Delivery], exc: BaseException) -> None:
+        # Not committed: keep them unacknowledged and try again here (the broker would
+        # only redeliver them after a reconnect).
+        log.warning("%d messages not stored (%s); retrying", len(deliveries), one_line(exc))
+        task = asyncio.create_task(self._retry(deliveries), name="mqtt-retry")
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
-    async def _retry(self, delivery: Delivery) -> None:
+    async def _retry(self, deliveries: list[Delivery]) -> None:
         await asyncio.sleep(_MQTT_RETRY_S)
-        await self.handle(delivery)
+        await self.handle(deliveries)
 
     async def close(self) -> None:
         """Cancel pending retries; their messages stay unacknowledged for the broker."""
