@@ -119,7 +119,8 @@ class Forwarder:
             return
         self.state = LinkState.CONNECTED
         self.stats.connects += 1
-        self._backoff.reset()
+        if self.transport.connect_reaches_server:
+            self._backoff.reset()
         self._cursor = 0
 
     def _fail(self, exc: TransportError, delay_s: float | None = None) -> None:
@@ -186,6 +187,9 @@ class Forwarder:
         self.spool.ack(
             batch.first_seq, batch.last_seq, sent=len(batch.rows) - rejected, rejected=rejected
         )
+        # The server answered: the link works. For HTTP this, not connect(), is the proof;
+        # resetting on connect() would retry a dead server at initial_s forever.
+        self._backoff.reset()
         self.stats.sent += len(batch.rows) - rejected
         self.stats.rejected += rejected
         self.stats.batches += 1

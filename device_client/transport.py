@@ -68,6 +68,9 @@ class Transport(Protocol):
     """The forwarder's view of MQTT and HTTP."""
 
     name: str
+    # Whether a successful connect() proves the server is there (MQTT's CONNACK). HTTP's
+    # connect() opens nothing, so only an answered request may reset the backoff.
+    connect_reaches_server: bool
 
     @property
     def connected(self) -> bool:

@@ -65,6 +65,7 @@ class HttpTransport:
     """One request at a time; the outcome is ready as soon as :meth:`submit` returns."""
 
     name = "http"
+    connect_reaches_server = False
 
     def __init__(self, config: HttpConfig, tls: TlsConfig) -> None:
         self.config = config

@@ -51,6 +51,7 @@ class MqttTransport:
     """Publishes batches at QoS 1; a batch counts as sent when its PUBACK arrives."""
 
     name = "mqtt"
+    connect_reaches_server = True
 
     def __init__(self, config: MqttConfig, tls: TlsConfig, device_id: str) -> None:
         self.config = config

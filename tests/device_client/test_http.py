@@ -183,3 +183,42 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("junk") == 5.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert parse_retry_after("100000") == 600.0
+
+
+def test_server_errors_back_off_exponentially_and_a_200_resets(spool: Spool) -> None:
+    """HTTP's connect() proves nothing, so only an answered request may reset the backoff.
+
+    Before the fix the backoff was reset by every connect(): a dead ingest was retried
+    every ``initial_s`` for ever instead of backing off towards ``max_s``.
+    """
+    failing = threading.Event()
+    failing.set()
+
+    def script(items: list[dict[str, Any]]) -> web.Response:
+        return web.Response(status=500, text="down") if failing.is_set() else ok(items)
+
+    stop = threading.Event()
+    with FakeIngest(script) as server:
+        transport = HttpTransport(HttpConfig(url=server.url, token="t", timeout_s=5), TlsConfig())
+        forwarder = Forwarder(
+            spool,
+            transport,
+            BatchConfig(max_readings=10, interval_s=0.2),
+            ReconnectConfig(initial_s=0.05, max_s=0.4),
+            stop=stop,
+        )
+        thread = threading.Thread(target=forwarder.run)
+        thread.start()
+        try:
+            time.sleep(2.0)
+            attempts = len(server.requests)
+            # Delays in [d/2, d] for d = 0.05, 0.1, 0.2, 0.4, 0.4, ...: about 7 in 2 s;
+            # without escalation (0.025..0.05 s each) it would be 40 or more.
+            assert 4 <= attempts <= 12, attempts
+            failing.clear()
+            wait_for(lambda: spool.backlog == 0, 5, "the spool to drain")
+        finally:
+            stop.set()
+            thread.join(10)
+    assert forwarder._backoff.attempts == 0  # reset by the 200s
+    assert sorted(server.stored) == list(range(1, 41))
