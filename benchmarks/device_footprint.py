@@ -7,12 +7,19 @@ core after start-up, bytes written to files (``wchar``: socket sends are not cou
 so this is the spool plus any log output, which is kept at WARNING), and spool commits per
 stored batch (from the agent's final progress line).
 
-Drain: a spool pre-filled with ``--backlog`` reading-sets (8 values each) is drained by a
-fresh agent process. ``--drain-via mqtt`` (default) counts arrivals with a subscriber that
-only counts, on the broker. The issue's target is a drain "into a live ingest": once the
-ingest service exists, run it and use ``--drain-via http --ingest-url URL --token TOKEN``,
-which points the agent at ``POST /v1/telemetry`` and times until the spool is empty (every
-batch answered 200, i.e. committed by the ingest).
+Drain: a spool pre-filled with ``--backlog`` reading-sets (8 values each, a day at 1 Hz
+ending now) is drained by a fresh agent process, timed from its start. ``--drain-via``:
+
+- ``ingest`` (default): into a live ingest service (``python -m ingest serve``) over
+  Mosquitto, with a private PostgreSQL (``DATABASE_URL`` names an existing server) and
+  Mosquitto (``MQTT_URL``/``--mqtt-url``); timed until the ingest's
+  ``ingest_readings_accepted_total`` counter (incremented after commit, polled every
+  50 ms) covers the whole backlog, then the stored rows are counted.
+- ``ingest-http``: the same, the agent posting to the ingest's ``POST /v1/telemetry``
+  (at the ingest's default per-device rate limit).
+- ``mqtt``: to the broker only, counted by a subscriber that only counts.
+- ``http``: to an ingest you run yourself (``--ingest-url URL --token TOKEN``), timed
+  until the agent's spool is empty (every batch answered 200, i.e. committed).
 
     python benchmarks/device_footprint.py [--duration-s 60] [--backlog 86400]
 """
@@ -29,7 +36,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -38,12 +50,22 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import (  # noqa: E402
+    broker,
+    count_rows,
+    database_server,
+    register_devices,
+    scratch_database,
+    timescaledb_usable,
+)
 from device_client import Spool, SpoolConfig, read_status  # noqa: E402
-from simulator.services import MosquittoServer  # noqa: E402
+from tests.support.ingest import IngestProcess  # noqa: E402
 
 METRICS = 8
 WARMUP_S = 5.0
 FEED_BATCH = 2000
+DRAIN_PREFIX = "bench-drain"
+METRICS_POLL_S = 0.05
 
 
 def write_config(
@@ -139,12 +161,18 @@ def footprint(work: Path, mqtt_url: str, duration_s: float) -> dict[str, float]:
 
 
 def fill_spool(work: Path, device_id: str, backlog: int) -> None:
-    """Store ``backlog`` reading-sets of 8 values, as a day offline at 1 Hz would."""
+    """Store ``backlog`` reading-sets of 8 values, as a day offline at 1 Hz would.
+
+    The timestamps are a second apart and end now, so that the ingest accepts them all
+    (within retention, not in the future) and each is a distinct reading.
+    """
     values = {f"m{i}": 20.0 + i / 7 for i in range(METRICS)}
+    first = datetime.now(UTC) - timedelta(seconds=backlog)
     with Spool(SpoolConfig(path=work / "spool.db", max_rows=backlog * 2), device_id) as spool:
         for start in range(0, backlog, FEED_BATCH):
             n = min(FEED_BATCH, backlog - start)
-            spool.append([(f"2026-01-01T00:00:00.{start + i:06d}Z", values) for i in range(n)])
+            stamps = (first + timedelta(seconds=start + i) for i in range(n))
+            spool.append([(ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), values) for ts in stamps])
 
 
 class Counter:
@@ -190,9 +218,9 @@ def wait_for_empty_backlog(proc: subprocess.Popen[bytes], t0: float, timeout_s: 
     raise TimeoutError("the spool did not drain in time")
 
 
-def drain(work: Path, args: argparse.Namespace, mqtt_url: str) -> dict[str, float]:
-    """Time how fast a fresh agent empties a spool of ``args.backlog`` reading-sets."""
-    device_id = "bench-drain"
+def drain(work: Path, args: argparse.Namespace, mqtt_url: str) -> dict[str, object]:
+    """Time how fast a fresh agent empties a spool into the broker or a given ingest URL."""
+    device_id = f"{DRAIN_PREFIX}-00000"
     via_http = args.drain_via == "http"
     target = args.ingest_url if via_http else mqtt_url
     config = write_config(
@@ -228,36 +256,115 @@ def drain(work: Path, args: argparse.Namespace, mqtt_url: str) -> dict[str, floa
     }
 
 
+def metric(base_url: str, name: str) -> float:
+    """One unlabelled sample of the ingest's ``/metrics`` (0 when absent)."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+@contextmanager
+def live_ingest(
+    work: Path, mqtt_url: str, workers: int
+) -> Iterator[tuple[IngestProcess, str, str]]:
+    """A migrated scratch database on a (private) server and an ingest service on it."""
+    with database_server() as admin_url:
+        mode: Literal["plain", "timescale"] = (
+            "timescale" if timescaledb_usable(admin_url) else "plain"
+        )
+        with scratch_database(admin_url, mode) as db_url:
+            ingest = IngestProcess(
+                db_url,
+                mqtt_url,
+                work / "ingest.log",
+                workers=workers,
+                # The service's own defaults, not the test harness's quicker flush.
+                flush_interval_s="0.05",
+                db_retry_max_s="10",
+            )
+            with ingest:
+                yield ingest, db_url, mode
+
+
+def drain_into_ingest(work: Path, args: argparse.Namespace, mqtt_url: str) -> dict[str, object]:
+    """Time a fresh agent's backlog until the ingest has committed every reading of it."""
+    via_http = args.drain_via == "ingest-http"
+    expected = args.backlog * METRICS
+    with live_ingest(work, mqtt_url, args.ingest_workers) as (ingest, db_url, mode):
+        [token] = register_devices(db_url, 1, prefix=DRAIN_PREFIX)
+        device_id = f"{DRAIN_PREFIX}-00000"
+        config = write_config(
+            work,
+            device_id,
+            ingest.url if via_http else mqtt_url,
+            http_token=token if via_http else None,
+            log_level_s=3600,
+        )
+        fill_spool(work, device_id, args.backlog)
+        t0 = time.monotonic()
+        proc = start_agent(config)
+        try:
+            accepted = 0.0
+            while accepted < expected:
+                if time.monotonic() - t0 > args.drain_timeout_s:
+                    raise TimeoutError(f"{accepted:.0f} of {expected} readings committed in time")
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the agent exited {proc.returncode}")
+                time.sleep(METRICS_POLL_S)
+                accepted = metric(ingest.url, "ingest_readings_accepted_total")
+            elapsed = time.monotonic() - t0
+        finally:
+            stop_agent(proc)
+        # The agent kept sampling while it drained: those reading-sets come after the
+        # backlog (the spool is replayed oldest first), and must be stored too.
+        total = (read_status(work / "spool.db").next_seq - 1) * METRICS
+        deadline = time.monotonic() + 30
+        while (stored := count_rows(db_url)) < total and time.monotonic() < deadline:
+            time.sleep(METRICS_POLL_S)
+        duplicates = metric(ingest.url, "ingest_readings_duplicates_total")
+    if stored != total:
+        raise RuntimeError(f"stored {stored} rows, expected {total}")
+    return {
+        "drain_backlog_reading_sets": args.backlog,
+        "drain_via": args.drain_via,
+        "drain_ingest_workers": args.ingest_workers,
+        "drain_storage": mode,
+        "drain_s": round(elapsed, 2),
+        "drain_reading_sets_per_s": round(args.backlog / elapsed),
+        "drain_readings_per_s": round(expected / elapsed),
+        "drain_rows_stored": stored,
+        "drain_duplicates": int(duplicates),
+    }
+
+
 def main() -> int:
     """Run both measurements and print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--backlog", type=int, default=86_400)
     parser.add_argument("--mqtt-url", default="", help="use this broker instead of a private one")
-    parser.add_argument("--drain-via", choices=["mqtt", "http"], default="mqtt")
+    parser.add_argument(
+        "--drain-via", choices=["ingest", "ingest-http", "mqtt", "http"], default="ingest"
+    )
+    parser.add_argument("--ingest-workers", type=int, default=1, help="for --drain-via ingest*")
     parser.add_argument("--ingest-url", default="http://127.0.0.1:8001/v1/telemetry")
     parser.add_argument("--token", default="", help="device token for --drain-via http")
     parser.add_argument("--drain-timeout-s", type=float, default=600.0)
     parser.add_argument("--skip-footprint", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="device-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="device-bench-") as tmp, ExitStack() as stack:
         tmpdir = Path(tmp)
-        broker = None
-        mqtt_url = args.mqtt_url
-        if not mqtt_url:
-            broker = MosquittoServer(tmpdir / "mosquitto")
-            broker.start()
-            mqtt_url = broker.url
-        try:
-            result: dict[str, object] = {"python": sys.version.split()[0]}
-            if not args.skip_footprint:
-                (tmpdir / "footprint").mkdir()
-                result |= footprint(tmpdir / "footprint", mqtt_url, args.duration_s)
-            (tmpdir / "drain").mkdir()
+        mqtt_url = args.mqtt_url or stack.enter_context(broker())
+        result: dict[str, object] = {"python": sys.version.split()[0]}
+        if not args.skip_footprint:
+            (tmpdir / "footprint").mkdir()
+            result |= footprint(tmpdir / "footprint", mqtt_url, args.duration_s)
+        (tmpdir / "drain").mkdir()
+        if args.drain_via.startswith("ingest"):
+            result |= drain_into_ingest(tmpdir / "drain", args, mqtt_url)
+        else:
             result |= drain(tmpdir / "drain", args, mqtt_url)
-        finally:
-            if broker is not None:
-                broker.stop()
     result["targets"] = {
         "rss_mb": 30,
         "cpu_pct_of_core": 2,
