@@ -42,7 +42,9 @@ __all__ = ["BrokerAddress", "Delivery", "LinkState", "MqttConsumer", "parse_mqtt
 log = logging.getLogger(__name__)
 
 _BACKOFF_FIRST_S = 0.5
-_BACKOFF_MAX_S = 30.0
+# Short: after a broker restart, what devices publish before we subscribe again is lost
+# by Mosquitto 2.0 (docs/ingest.md), so the consumer must come back quickly.
+_BACKOFF_MAX_S = 5.0
 _KEEPALIVE_S = 30
 
 
