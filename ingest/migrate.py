@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 ResolvedMode = Literal["timescale", "plain"]
 
 #: (version, name) in order; the SQL lives in ingest/sql.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "core"), (2, "readings"), (3, "rollups"))
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, "core"),
+    (2, "readings"),
+    (3, "rollups"),
+    (4, "latest"),
+)
 
 _LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run
 

@@ -2,6 +2,9 @@
 
 A batch is committed whole or not at all, together with its dead letters and the device
 bookkeeping it carries, so that one commit covers everything an acknowledgement promises.
+The newest value per device and metric (``latest_readings``) is derived data: committed
+batches fold it in memory and a background task upserts it once every ``latest_flush_s``,
+which costs one row per key a second instead of one per key a batch.
 Transient failures (connection lost, server restarting, deadlock) are retried with capped,
 jittered backoff for ``retry_max_s``; after that :class:`StorageUnavailableError` tells the
 caller to push back. Retrying is safe: rows already stored count as duplicates.
@@ -26,7 +29,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingest import maintenance
-from ingest.errors import StorageDataError, StorageUnavailableError, one_line
+from ingest.errors import StorageDataError, StorageError, StorageUnavailableError, one_line
 
 __all__ = ["BatchWriter", "DeadLetter", "DeviceUpdate", "ReadingSet", "WriteResult"]
 
@@ -53,6 +56,28 @@ INSERT INTO readings (time, device_key, metric_key, value)
 SELECT time, device_key, metric_key, value FROM staging_readings
 ON CONFLICT DO NOTHING
 RETURNING device_key, metric_key, time
+"""
+_STAGING_LATEST = """
+CREATE TEMP TABLE IF NOT EXISTS staging_latest (
+    device_key int4 NOT NULL, metric_key int2 NOT NULL, time timestamptz NOT NULL,
+    value float8 NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+_COPY_LATEST = (
+    "COPY staging_latest (device_key, metric_key, time, value) FROM STDIN (FORMAT BINARY)"
+)
+_LATEST_TYPES = ["int4", "int2", "timestamptz", "float8"]
+# Key order is lock order, so flushes of concurrent writers cannot deadlock. A row only moves
+# forward in time, so late, duplicate and retried readings leave it alone; a device deleted
+# meanwhile gets no row back.
+_MERGE_LATEST = """
+INSERT INTO latest_readings AS l (device_key, metric_key, time, value)
+SELECT device_key, metric_key, time, value FROM staging_latest s
+WHERE EXISTS (SELECT 1 FROM devices d WHERE d.device_key = s.device_key)
+ORDER BY device_key, metric_key
+ON CONFLICT (device_key, metric_key) DO UPDATE
+SET time = excluded.time, value = excluded.value
+WHERE excluded.time > l.time
 """
 _MARK_DIRTY = """
 INSERT INTO rollup_dirty (minute) SELECT to_timestamp(m * 60) FROM unnest(%s::int8[]) AS m
@@ -91,6 +116,9 @@ _TRANSIENT: tuple[type[Exception], ...] = (
 )
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
+
+#: {device_key: {metric name: (ts, value)}}: newest committed values not yet in the table.
+_Latest = dict[int, dict[str, tuple[datetime, float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +176,13 @@ class BatchWriter:
         pool_max: int = 8,
         retry_max_s: float = 10.0,
         connect_timeout_s: float = 5.0,
+        latest_flush_s: float = 1.0,
+        latest_max_keys: int = 200_000,
     ) -> None:
         self.mode = mode
         self.retry_max_s = retry_max_s
+        self.latest_flush_s = latest_flush_s
+        self.latest_max_keys = latest_max_keys
         self._state = _State.UNOPENED
         self._pool = AsyncConnectionPool(
             conninfo,
@@ -165,6 +197,12 @@ class BatchWriter:
         self._metric_keys: dict[str, int] = {}
         self._metric_lock = asyncio.Lock()
         self._partition_days: set[date] = set()
+        self._latest: _Latest = {}
+        self._latest_keys = 0
+        self._latest_lock = asyncio.Lock()
+        self._latest_task: asyncio.Task[None] | None = None
+        self._writes = 0  # in flight; close() flushes their latest values after them
+        self._no_writes = asyncio.Event()
         self._stats = dict.fromkeys(
             (
                 "batches",
@@ -175,6 +213,8 @@ class BatchWriter:
                 "retries",
                 "failures",
                 "merges_with_duplicates",
+                "latest_flushes",
+                "latest_rows",
             ),
             0,
         )
@@ -182,6 +222,7 @@ class BatchWriter:
     @staticmethod
     async def _configure(conn: AsyncConnection[TupleRow]) -> None:
         await conn.execute(_STAGING)
+        await conn.execute(_STAGING_LATEST)
         await conn.commit()
 
     async def open(self) -> None:
@@ -189,11 +230,27 @@ class BatchWriter:
         if self._state is not _State.UNOPENED:
             raise RuntimeError(f"cannot open a writer that is {self._state.name.lower()}")
         await self._pool.open(wait=False)
+        self._latest_task = asyncio.create_task(
+            self._flush_latest_forever(), name="ingest-writer-latest"
+        )
         self._state = _State.OPEN
 
     async def close(self) -> None:
-        """Close the pool; in-flight writes finish first."""
+        """Flush the latest values and close the pool; in-flight writes finish first."""
         if self._state is _State.OPEN:
+            self._state = _State.CLOSED
+            if self._latest_task is not None:
+                self._latest_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._latest_task
+            if self._writes:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._no_writes.wait(), self.retry_max_s + 5)
+            try:
+                await self.flush_latest()
+            except StorageError as exc:
+                # The readings are stored; only their latest value lags until the next one.
+                log.warning("latest values of %d keys not stored: %s", self._latest_keys, exc)
             await self._pool.close()
         self._state = _State.CLOSED
 
@@ -226,17 +283,102 @@ class BatchWriter:
         """Store a batch in one transaction and return how many rows were new."""
         if self._state is not _State.OPEN:
             raise RuntimeError("the writer is not open")
+        if self._latest_keys >= self.latest_max_keys:
+            # Bounded: the caller waits (or is told to push back) before anything is stored.
+            await self.flush_latest()
         rows = sum(len(values) for _, _, values in sets)
-        per_set = await self._retrying(
-            lambda conn: self._write_once(conn, sets, devices, dead_letters)
-        )
-        accepted = rows if per_set is None else sum(per_set)
+        self._writes += 1
+        self._no_writes.clear()
+        try:
+            new_sets = await self._retrying(
+                lambda conn: self._write_once(conn, sets, devices, dead_letters)
+            )
+            # Only stored rows: a duplicate need not carry the value that was stored.
+            self._fold_latest(sets if new_sets is None else new_sets)
+        finally:
+            self._writes -= 1
+            if not self._writes:
+                self._no_writes.set()
+        if new_sets is None:
+            accepted, per_set = rows, None
+        else:
+            per_set = [len(values) for _, _, values in new_sets]
+            accepted = sum(per_set)
         self._stats["batches"] += 1
         self._stats["rows"] += rows
         self._stats["accepted"] += accepted
         self._stats["duplicates"] += rows - accepted
         self._stats["dead_letters"] += len(dead_letters)
         return WriteResult(accepted, rows - accepted, per_set)
+
+    async def flush_latest(self) -> None:
+        """Store the newest committed value per device and metric in ``latest_readings`` now."""
+        async with self._latest_lock:
+            pending, self._latest, self._latest_keys = self._latest, {}, 0
+            if not pending:
+                return
+            try:
+                stored = await self._retrying(lambda conn: self._flush_latest_once(conn, pending))
+            except BaseException:
+                # Keep them for the next flush, behind anything newer folded in meanwhile.
+                newer = self._latest
+                self._latest, self._latest_keys = {}, 0
+                self._fold_latest_values(pending)
+                self._fold_latest_values(newer)
+                raise
+            self._stats["latest_flushes"] += 1
+            self._stats["latest_rows"] += stored
+
+    async def _flush_latest_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.latest_flush_s)
+            try:
+                await self.flush_latest()
+            except StorageError as exc:
+                log.warning("latest values not stored, retrying with the next flush: %s", exc)
+            except Exception:  # the flusher must outlive one failed flush
+                log.exception("latest values not stored, retrying with the next flush")
+
+    async def _flush_latest_once(self, conn: AsyncConnection[TupleRow], pending: _Latest) -> int:
+        keys = self._metric_keys
+        async with conn.transaction():
+            async with conn.cursor().copy(_COPY_LATEST) as copy:
+                copy.set_types(_LATEST_TYPES)
+                for device_key, values in pending.items():
+                    for name, (ts, value) in values.items():
+                        await copy.write_row((device_key, keys[name], ts, value))
+            cur = await conn.execute(_MERGE_LATEST)
+            return cur.rowcount
+
+    def _fold_latest(self, sets: Sequence[ReadingSet]) -> None:
+        """Keep the newest value per device and metric of committed ``sets`` for the flush.
+
+        A row of ``latest_readings`` only moves to a strictly newer time, so late readings
+        and the flushes of other writers cannot move it back.
+        """
+        latest = self._latest
+        for device_key, ts, values in sets:
+            known = latest.get(device_key)
+            if known is None:
+                latest[device_key] = {name: (ts, value) for name, value in values.items()}
+                self._latest_keys += len(values)
+                continue
+            for name, value in values.items():
+                seen = known.get(name)
+                # Strictly newer: of equal times the first one wins, as it does in readings.
+                if seen is None or ts > seen[0]:
+                    if seen is None:
+                        self._latest_keys += 1
+                    known[name] = (ts, value)
+
+    def _fold_latest_values(self, pending: _Latest) -> None:
+        self._fold_latest(
+            [
+                (device_key, ts, {name: value})
+                for device_key, values in pending.items()
+                for name, (ts, value) in values.items()
+            ]
+        )
 
     async def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         """Store dead letters alone (for messages that carried no valid reading)."""
@@ -279,8 +421,8 @@ class BatchWriter:
         sets: Sequence[ReadingSet],
         devices: Sequence[DeviceUpdate],
         dead_letters: Sequence[DeadLetter],
-    ) -> list[int] | None:
-        per_set = None
+    ) -> list[ReadingSet] | None:
+        new_sets = None
         if sets:
             keys = await self._resolve_metrics(conn, sets)
             if self.mode == "plain":
@@ -288,7 +430,7 @@ class BatchWriter:
         async with conn.transaction():
             cur = conn.cursor()
             if sets:
-                per_set = await self._store(conn, sets, keys)
+                new_sets = await self._store(conn, sets, keys)
                 if self.mode == "plain":
                     minutes = {int(ts.timestamp()) // 60 for _, ts, _ in sets}
                     await cur.execute(_MARK_DIRTY, [sorted(minutes)])
@@ -321,12 +463,12 @@ class BatchWriter:
                         for d in dead_letters
                     ],
                 )
-        return per_set
+        return new_sets
 
     async def _store(
         self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet], keys: dict[str, int]
-    ) -> list[int] | None:
-        """Store the rows of ``sets`` that are new: None if all were, else new rows per set.
+    ) -> list[ReadingSet] | None:
+        """Store the rows of ``sets`` that are new: None if all were, else the new rows.
 
         Almost every batch has no duplicate, and COPY straight into readings runs at about
         twice the rate of INSERT ... ON CONFLICT, so that is tried first in a savepoint. A
@@ -344,16 +486,16 @@ class BatchWriter:
         await self._copy(conn, _COPY_STAGING, sets, keys)
         cur = await conn.execute(_MERGE)
         stored = set(await cur.fetchall())
-        per_set = []
+        new_sets: list[ReadingSet] = []
         for device_key, ts, values in sets:
-            new = 0
-            for name in values:
+            new = {}
+            for name, value in values.items():
                 key = (device_key, keys[name], ts)
                 if key in stored:
                     stored.discard(key)  # a key twice in one batch counts once
-                    new += 1
-            per_set.append(new)
-        return per_set
+                    new[name] = value
+            new_sets.append((device_key, ts, new))
+        return new_sets
 
     @staticmethod
     async def _copy(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -35,11 +35,11 @@ async def test_migrate_creates_schema_and_is_idempotent(
     assert [v[0] for v in versions] == [v for v, _ in MIGRATIONS]
 
 
-async def test_upgrade_from_previous_version_rolls_up_existing_rows(
+async def test_upgrade_from_version_2_rolls_up_existing_rows(
     empty_db_url: str, storage_mode: str
 ) -> None:
     settings = StorageSettings(storage_mode=mode_of(storage_mode))
-    previous = MIGRATIONS[-2][0]
+    previous = 2  # the last version without rollups
     await migrate(empty_db_url, settings, target=previous)
     async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
         await conn.execute("INSERT INTO devices (device_id) VALUES ('old-1')")
@@ -53,7 +53,7 @@ async def test_upgrade_from_previous_version_rolls_up_existing_rows(
         )
     result = await migrate(empty_db_url, settings)
     assert result.from_version == previous
-    assert result.applied == (MIGRATIONS[-1][0],)
+    assert result.applied == tuple(v for v, _ in MIGRATIONS if v > previous)
     async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
         if storage_mode == "plain":
             await maintenance.refresh_rollups(conn, datetime.now(UTC))
@@ -66,6 +66,35 @@ async def test_upgrade_from_previous_version_rolls_up_existing_rows(
         (60, float(sum(range(60))), 0.0, 59.0),
         (60, float(sum(range(60, 120))), 60.0, 119.0),
     ]
+
+
+async def test_upgrade_from_previous_version_seeds_latest_readings(
+    empty_db_url: str, storage_mode: str
+) -> None:
+    settings = StorageSettings(storage_mode=mode_of(storage_mode))
+    previous = MIGRATIONS[-2][0]
+    await migrate(empty_db_url, settings, target=previous)
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO devices (device_id) VALUES ('old-1'), ('old-2')")
+        await conn.execute("INSERT INTO metrics (name) VALUES ('t'), ('h')")
+        if storage_mode == "plain":
+            await maintenance.create_day_partitions(
+                conn, [T0.date() - timedelta(days=1), T0.date()]
+            )
+        # Two days of rows for three keys (device 2 never reported h), newest not last in.
+        await conn.execute(
+            "INSERT INTO readings SELECT %s - make_interval(secs => g * 600), d, m, d * 1000 + g"
+            " FROM generate_series(0, 200) g, (VALUES (1, 1), (1, 2), (2, 1)) k(d, m)"
+            " ORDER BY random()",
+            [T0],
+        )
+    result = await migrate(empty_db_url, settings)
+    assert result.applied == (MIGRATIONS[-1][0],)
+    rows = await fetch_all(
+        empty_db_url,
+        "SELECT device_key, metric_key, time, value FROM latest_readings ORDER BY 1, 2",
+    )
+    assert rows == [(1, 1, T0, 1000.0), (1, 2, T0, 1000.0), (2, 1, T0, 2000.0)]
 
 
 @pytest.mark.timescale
