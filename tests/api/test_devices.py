@@ -118,6 +118,7 @@ async def test_delete_removes_device_readings_and_rollups(
     assert (await client.get("/v1/devices/gone", headers=ADMIN)).status == 404
     assert (await client.delete("/v1/devices/gone", headers=ADMIN)).status == 404
     assert await fetch_all(db_url, "SELECT DISTINCT device_key FROM readings") == [(kept,)]
+    assert await fetch_all(db_url, "SELECT DISTINCT device_key FROM latest_readings") == [(kept,)]
     if storage_mode == "plain":
         for view in ("readings_1m", "readings_1h"):
             rows = await fetch_all(db_url, f"SELECT DISTINCT device_key FROM {view}")
@@ -151,7 +152,11 @@ async def test_latest_per_device_and_fleet_wide(
     async with open_writer(db_url, storage_mode) as writer:
         await writer.write(series(a, T0, 10))
         await writer.write(
-            [(b, T0, {"temperature": 1.5}), (b, T0 + timedelta(hours=3), {"humidity": 7.0})]
+            [
+                (b, T0, {"temperature": 1.5}),
+                (b, T0 + timedelta(hours=3), {"humidity": 7.0}),
+                (b, T0 + timedelta(hours=3, microseconds=120), {"pressure": -1e20}),
+            ]
         )
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await conn.execute(
@@ -174,9 +179,10 @@ async def test_latest_per_device_and_fleet_wide(
     assert (await client.get("/v1/devices/zz/latest", headers=ADMIN)).status == 404
     page = await (await client.get("/v1/latest?limit=2", headers=ADMIN)).json()
     assert [d["device_id"] for d in page["devices"]] == ["a", "b"]
-    assert {v["metric"]: v["value"] for v in page["devices"][1]["values"]} == {
-        "temperature": 1.5,
-        "humidity": 7.0,
+    assert {v["metric"]: (v["ts"], v["value"]) for v in page["devices"][1]["values"]} == {
+        "temperature": ("2026-11-20T10:00:00Z", 1.5),
+        "humidity": ("2026-11-20T13:00:00Z", 7.0),
+        "pressure": ("2026-11-20T13:00:00.000120Z", -1e20),
     }
     rest = await (
         await client.get(f"/v1/latest?cursor={page['next_cursor']}", headers=ADMIN)
