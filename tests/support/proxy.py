@@ -52,7 +52,8 @@ class TcpProxy:
         listener, self._listener = self._listener, None
         if listener is None:
             return
-        self._stopping.set()
+        with self._lock:
+            self._stopping.set()
         with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)
         listener.close()
@@ -84,6 +85,10 @@ class TcpProxy:
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
+                if self._stopping.is_set():  # cut while we were connecting
+                    client.close()
+                    upstream.close()
+                    return
                 self._conns |= {client, upstream}
             threading.Thread(
                 target=self._pump, args=(client, upstream), name="tcp-proxy-pump", daemon=True
