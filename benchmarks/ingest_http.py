@@ -18,6 +18,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 import psycopg
@@ -101,7 +102,7 @@ def main() -> int:
     http_rates: list[float] = []
     raw_rates: list[float] = []
     with database_server() as admin, tempfile.TemporaryDirectory() as tmp:
-        mode = "timescale" if timescaledb_usable(admin) else "plain"
+        mode: Literal["plain", "timescale"] = "timescale" if timescaledb_usable(admin) else "plain"
         with scratch_database(admin, mode) as db_url, scratch_database(admin, mode) as raw_url:
             tokens = register_devices(db_url, args.devices)
             register_devices(raw_url, args.devices)

@@ -82,15 +82,20 @@ WHERE excluded.time > l.time
 _MARK_DIRTY = """
 INSERT INTO rollup_dirty (minute) SELECT to_timestamp(m * 60) FROM unnest(%s::int8[]) AS m
 """
-# A gap is a jump of the sequence past the last one seen (a lower seq is a device restart
-# or a redelivery, not a gap); gaps inside the batch are counted by the caller.
+# A gap is a jump of the sequence past the last one seen (a lower seq is a redelivery or a
+# device restart, not a gap); gaps inside the batch are counted by the caller.
 _UPDATE_DEVICES = """
 UPDATE devices d
 SET last_seen = greatest(d.last_seen, u.last_seen),
     seq_gaps = d.seq_gaps + u.gaps
                + CASE WHEN u.first_seq > d.last_seq + 1 THEN u.first_seq - d.last_seq - 1
                       ELSE 0 END,
-    last_seq = coalesce(u.last_seq, d.last_seq)
+    -- Only forward, so a redelivered older batch cannot fake a gap for the next one; a
+    -- sequence starting again at 0 or 1 is a device restart.
+    last_seq = CASE WHEN u.last_seq IS NULL THEN d.last_seq
+                    WHEN d.last_seq IS NULL OR u.last_seq > d.last_seq OR u.first_seq <= 1
+                    THEN u.last_seq
+                    ELSE d.last_seq END
 FROM unnest(%s::int4[], %s::timestamptz[], %s::int8[], %s::int8[], %s::int8[])
      AS u(device_key, last_seen, first_seq, last_seq, gaps)
 WHERE d.device_key = u.device_key
@@ -190,8 +195,9 @@ class BatchWriter:
             max_size=pool_max,
             open=False,
             name="ingest-writer",
+            # No check on checkout: it would cost a round trip a batch, and a broken
+            # connection fails the write, which is retried on a fresh one.
             configure=self._configure,
-            check=AsyncConnectionPool.check_connection,
             kwargs={"connect_timeout": max(1, round(connect_timeout_s))},
         )
         self._metric_keys: dict[str, int] = {}

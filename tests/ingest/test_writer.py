@@ -93,7 +93,11 @@ async def test_device_bookkeeping_and_dead_letters_commit_with_the_batch(
         )
         # Older time: last_seen stays. seq 45 after 41: 3 more missing.
         await writer.write((), [DeviceUpdate(dev, T0, first_seq=45, last_seq=45)])
-        # A lower seq (device restarted) is not a gap.
+        # A redelivered older batch neither moves last_seq back nor fakes a gap later.
+        await writer.write((), [DeviceUpdate(dev, T0, first_seq=43, last_seq=44)])
+        assert await fetch_all(db_url, "SELECT last_seq, seq_gaps FROM devices") == [(45, 5)]
+        await writer.write((), [DeviceUpdate(dev, T0, first_seq=46, last_seq=46)])
+        # A sequence starting again (device restarted) is not a gap.
         await writer.write((), [DeviceUpdate(dev, T0, first_seq=1, last_seq=2)])
         await writer.write_dead_letters([DeadLetter("http", "malformed_json", "at 1", b"{")])
     assert await fetch_all(db_url, "SELECT last_seen, last_seq, seq_gaps FROM devices") == [
