@@ -131,7 +131,8 @@ def main() -> int:
                         raise RuntimeError(f"stored {stored} rows, expected more")
                     raw_rates.append(asyncio.run(run_raw_copy(raw_url, as_sets(work))))
                     print(
-                        f"  run {run + 1}: http {http_rates[-1]:,.0f} rows/s, raw copy {raw_rates[-1]:,.0f} rows/s",
+                        f"  run {run + 1}: http {http_rates[-1]:,.0f} rows/s,"
+                        f" raw copy {raw_rates[-1]:,.0f} rows/s",
                         file=sys.stderr,
                     )
     ratios = [h / r for h, r in zip(http_rates, raw_rates, strict=True)]

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
-import re
 import threading
 import time
 import urllib.request
@@ -114,7 +114,7 @@ def count_only(url: str, messages: int, start: datetime) -> float:
 
 
 def ingest_rate(
-    db_url: str, mqtt_url: str, messages: int, workers: int, start: datetime, log_dir: Path
+    db_url: str, mqtt_url: str, messages: int, *, workers: int, start: datetime, log_dir: Path
 ) -> float:
     """Messages/s from the broker's backlog to committed rows with ``workers`` workers."""
     settings = {"mqtt_receive_window": "5000", "db_pool_max": "4"}
@@ -122,7 +122,6 @@ def ingest_rate(
     first = IngestProcess(
         db_url, mqtt_url, log_dir / f"ingest-{tag}.log", workers=workers, **settings
     )
-    first.env["MQTT_SHARE_GROUP"] = first.env["MQTT_SHARE_GROUP"]  # the same for the second start
     first.start()
     first.stop()  # sessions and subscriptions stay at the broker, offline
     before = count_rows(db_url)
@@ -182,16 +181,23 @@ def main() -> int:
                 offset = timedelta(hours=12 * run)
                 results["count_only"].append(count_only(mqtt_url, args.messages, start + offset))
                 results["ingest_1"].append(
-                    ingest_rate(db_url, mqtt_url, args.messages, 1, start + offset, Path(tmp))
+                    ingest_rate(
+                        db_url,
+                        mqtt_url,
+                        args.messages,
+                        workers=1,
+                        start=start + offset,
+                        log_dir=Path(tmp),
+                    )
                 )
                 results["ingest_2"].append(
                     ingest_rate(
                         db_url,
                         mqtt_url,
                         args.messages,
-                        2,
-                        start + offset + timedelta(hours=6),
-                        Path(tmp),
+                        workers=2,
+                        start=start + offset + timedelta(hours=6),
+                        log_dir=Path(tmp),
                     )
                 )
                 print(
