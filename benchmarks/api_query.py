@@ -24,7 +24,7 @@ import psycopg
 from aiohttp import web
 
 from api import ApiSettings, create_app
-from benchmarks.common import database_server, scratch_database, timescaledb_usable
+from benchmarks.common import database_server, scratch_database, storage_paths
 from ingest import maintenance
 from ingest.settings import DatabaseSettings
 from ingest.writer import BatchWriter, DeviceUpdate, ReadingSet
@@ -184,12 +184,7 @@ def main() -> int:
     parser.add_argument("--path", choices=["plain", "timescale", "all"], default="all")
     args = parser.parse_args()
     with database_server() as admin_url:
-        paths: list[Literal["plain", "timescale"]] = ["plain"]
-        if args.path != "plain" and timescaledb_usable(admin_url):
-            paths.append("timescale")
-        if args.path == "timescale":
-            paths.remove("plain")
-        for mode in paths:
+        for mode in storage_paths(admin_url, args.path):
             with scratch_database(admin_url, mode) as url:
                 line = asyncio.run(bench(url, mode, args.days, args.runs))
                 print(json.dumps(line), flush=True)

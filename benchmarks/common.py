@@ -20,6 +20,7 @@ from ingest.migrate import migrate
 from ingest.registry import create_device
 from ingest.settings import StorageSettings
 from simulator.services import MosquittoServer, PostgresServer
+from tests.support.db import timescaledb_available
 
 
 @contextmanager
@@ -35,14 +36,19 @@ def database_server() -> Iterator[str]:
             yield server.url
 
 
-def timescaledb_usable(admin_url: str) -> bool:
-    """Whether the server can take the TimescaleDB path."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
-            " current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
-        ).fetchone()
-    return bool(row and row[0] and row[1])
+def storage_paths(admin_url: str, choice: str) -> list[Literal["plain", "timescale"]]:
+    """The storage paths to measure: ``choice`` is plain, timescale or all (those available)."""
+    paths: list[Literal["plain", "timescale"]] = []
+    if choice in ("plain", "all"):
+        paths.append("plain")
+    if choice in ("timescale", "all") and timescaledb_available(admin_url):
+        paths.append("timescale")
+    return paths
+
+
+def default_path(admin_url: str) -> Literal["plain", "timescale"]:
+    """TimescaleDB where the server has it, else plain PostgreSQL."""
+    return "timescale" if timescaledb_available(admin_url) else "plain"
 
 
 @contextmanager

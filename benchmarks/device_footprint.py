@@ -41,7 +41,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -54,9 +53,9 @@ from benchmarks.common import (  # noqa: E402
     broker,
     count_rows,
     database_server,
+    default_path,
     register_devices,
     scratch_database,
-    timescaledb_usable,
 )
 from device_client import Spool, SpoolConfig, read_status  # noqa: E402
 from tests.support.ingest import IngestProcess  # noqa: E402
@@ -270,9 +269,7 @@ def live_ingest(
 ) -> Iterator[tuple[IngestProcess, str, str]]:
     """A migrated scratch database on a (private) server and an ingest service on it."""
     with database_server() as admin_url:
-        mode: Literal["plain", "timescale"] = (
-            "timescale" if timescaledb_usable(admin_url) else "plain"
-        )
+        mode = default_path(admin_url)
         with scratch_database(admin_url, mode) as db_url:
             ingest = IngestProcess(
                 db_url,

@@ -18,7 +18,6 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 import aiohttp
 import psycopg
@@ -26,9 +25,9 @@ import psycopg
 from benchmarks.common import (
     count_rows,
     database_server,
+    default_path,
     register_devices,
     scratch_database,
-    timescaledb_usable,
 )
 from benchmarks.writer import METRICS, run_raw_copy
 from ingest.writer import ReadingSet
@@ -102,7 +101,7 @@ def main() -> int:
     http_rates: list[float] = []
     raw_rates: list[float] = []
     with database_server() as admin, tempfile.TemporaryDirectory() as tmp:
-        mode: Literal["plain", "timescale"] = "timescale" if timescaledb_usable(admin) else "plain"
+        mode = default_path(admin)
         with scratch_database(admin, mode) as db_url, scratch_database(admin, mode) as raw_url:
             tokens = register_devices(db_url, args.devices)
             register_devices(raw_url, args.devices)

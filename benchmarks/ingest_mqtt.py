@@ -22,7 +22,6 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -34,9 +33,9 @@ from benchmarks.common import (
     broker,
     count_rows,
     database_server,
+    default_path,
     register_devices,
     scratch_database,
-    timescaledb_usable,
 )
 from tests.support.ingest import IngestProcess
 
@@ -173,7 +172,7 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, list[float]] = {"count_only": [], "ingest_1": [], "ingest_2": []}
     with database_server() as admin, broker() as mqtt_url, tempfile.TemporaryDirectory() as tmp:
-        mode: Literal["plain", "timescale"] = "timescale" if timescaledb_usable(admin) else "plain"
+        mode = default_path(admin)
         with scratch_database(admin, mode) as db_url:
             register_devices(db_url, DEVICES)
             start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)

@@ -20,7 +20,7 @@ from typing import Literal
 
 import psycopg
 
-from benchmarks.common import database_server, median, scratch_database, timescaledb_usable
+from benchmarks.common import database_server, median, scratch_database, storage_paths
 from ingest.writer import BatchWriter, ReadingSet
 
 DEVICES = 1_000
@@ -138,12 +138,7 @@ def main() -> int:
     parser.add_argument("--path", choices=["plain", "timescale", "all"], default="all")
     args = parser.parse_args()
     with database_server() as admin_url:
-        paths: list[Literal["plain", "timescale"]] = ["plain"]
-        if args.path != "plain" and timescaledb_usable(admin_url):
-            paths.append("timescale")
-        if args.path == "timescale":
-            paths.remove("plain")
-        for mode in paths:
+        for mode in storage_paths(admin_url, args.path):
             with scratch_database(admin_url, mode) as url:
                 print(
                     json.dumps(asyncio.run(bench_path(url, mode, args.rows, args.runs))), flush=True
