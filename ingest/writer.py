@@ -186,6 +186,7 @@ class BatchWriter:
     ) -> None:
         self.mode = mode
         self.retry_max_s = retry_max_s
+        self._conninfo = conninfo
         self.latest_flush_s = latest_flush_s
         self.latest_max_keys = latest_max_keys
         self._state = _State.UNOPENED
@@ -390,14 +391,35 @@ class BatchWriter:
         """Store dead letters alone (for messages that carried no valid reading)."""
         await self.write((), (), dead_letters)
 
+    @contextlib.asynccontextmanager
+    async def _connection(self, deadline: float) -> AsyncIterator[AsyncConnection[TupleRow]]:
+        """Lend a pooled connection, or a direct one while the pool is still backing off.
+
+        After an outage the pool retries its connections with a delay that doubles each
+        time, so it can lag the database's return by as long as the outage lasted; a
+        direct connection lets writes resume as soon as the database answers.
+        """
+        try:
+            conn = await self._pool.getconn(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except PoolTimeout:
+            direct = await AsyncConnection.connect(self._conninfo, connect_timeout=2)
+            try:
+                await self._configure(direct)
+                yield direct
+            finally:
+                await direct.close()
+            return
+        try:
+            yield conn
+        finally:
+            await self._pool.putconn(conn)
+
     async def _retrying(self, op: Callable[[AsyncConnection[TupleRow]], Awaitable[T]]) -> T:
         deadline = time.monotonic() + self.retry_max_s
         delay = _BACKOFF_FIRST_S
         while True:
             try:
-                async with self._pool.connection(
-                    timeout=max(0.1, deadline - time.monotonic())
-                ) as conn:
+                async with self._connection(deadline) as conn:
                     return await op(conn)
             except _TRANSIENT as exc:
                 if time.monotonic() + delay > deadline:
