@@ -20,7 +20,6 @@ import contextlib
 import enum
 import logging
 import random
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.errors import ConfigError
 from ingest.metrics import METRICS
+from ingest.paho_asyncio import PahoLoopBridge
 from ingest.settings import MqttSettings
 
 __all__ = ["BrokerAddress", "Delivery", "LinkState", "MqttConsumer", "parse_mqtt_url"]
@@ -123,7 +123,7 @@ class MqttConsumer:
         self._generation = 0
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bridge: PahoLoopBridge | None = None
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
         self._answered = asyncio.Event()  # CONNACK (or a refusal) for the current attempt
@@ -146,10 +146,6 @@ class MqttConsumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_socket_register_write
-        client.on_socket_unregister_write = self._on_socket_unregister_write
         return client
 
     @property
@@ -159,10 +155,10 @@ class MqttConsumer:
 
     async def start(self) -> None:
         """Start connecting (in the background) and handling messages."""
-        self._loop = asyncio.get_running_loop()
+        self._bridge = PahoLoopBridge(self._client, asyncio.get_running_loop())
         self._tasks = [
             asyncio.create_task(self._link(), name="mqtt-link"),
-            asyncio.create_task(self._misc(), name="mqtt-misc"),
+            asyncio.create_task(self._bridge.housekeeping(), name="mqtt-misc"),
             asyncio.create_task(self._dispatch(), name="mqtt-dispatch"),
         ]
 
@@ -218,7 +214,8 @@ class MqttConsumer:
                 await asyncio.wait_for(self._answered.wait(), 15)
             except (OSError, ssl.SSLError, TimeoutError) as exc:
                 log.warning("cannot connect to the MQTT broker %r: %s", self.address, exc)
-                self._drop_socket()
+                if self._bridge is not None:
+                    self._bridge.drop_socket()
             if self.state is LinkState.CONNECTED:
                 delay = _BACKOFF_FIRST_S
                 await self._lost.wait()
@@ -246,19 +243,6 @@ class MqttConsumer:
                 properties=props,
             ),
         )
-
-    def _drop_socket(self) -> None:
-        sock = self._client.socket()
-        if sock is not None:
-            self._on_socket_close(self._client, None, sock)
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    async def _misc(self) -> None:
-        while True:
-            await asyncio.sleep(1)
-            if self._client.socket() is not None:
-                self._client.loop_misc()
 
     async def _dispatch(self) -> None:
         inbox = self._inbox
@@ -318,34 +302,3 @@ class MqttConsumer:
         self._inbox.put_nowait(
             Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation)
         )
-
-    def _call_in_loop(self, fn: Callable[..., object], *args: Any) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(fn, *args)
-
-    def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        # Called from the connect executor thread: register the reader on the loop.
-        self._call_in_loop(self._add_reader, sock)
-
-    def _add_reader(self, sock: socket.socket) -> None:
-        assert self._loop is not None
-        self._loop.add_reader(sock, self._client.loop_read)
-
-    def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-
-    def _on_socket_register_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        self._call_in_loop(self._add_writer, sock)
-
-    def _add_writer(self, sock: socket.socket) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.add_writer(sock, self._client.loop_write)
-
-    def _on_socket_unregister_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        assert self._loop is not None
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_writer(sock)
