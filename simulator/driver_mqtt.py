@@ -14,18 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 import ssl
 import uuid
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ingest.errors import ConfigError as IngestConfigError
+from ingest.mqtt import BrokerAddress
+from ingest.mqtt import parse_mqtt_url as parse_broker_url
+from ingest.paho_asyncio import PahoLoopBridge
 from simulator.errors import ConfigError, DriverError
 from simulator.messages import Message
 
@@ -37,35 +38,12 @@ _CONNECT_WAIT_S = 15.0
 _KEEPALIVE_S = 30
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker is and how to log in, from ``MQTT_URL``."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    def __repr__(self) -> str:  # never print the password
-        user = f"{self.username}@" if self.username else ""
-        return f"BrokerAddress({'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port})"
-
-
 def parse_mqtt_url(url: str) -> BrokerAddress:
     """Parse ``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://...``; ConfigError if not."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        shown = url.rsplit("@", maxsplit=1)[-1]  # never echo a password
-        raise ConfigError(f"MQTT URL must look like mqtt://host:1883, not {shown!r}")
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(
-        parts.hostname,
-        parts.port or (8883 if tls else 1883),
-        tls,
-        unquote(parts.username) if parts.username else None,
-        unquote(parts.password) if parts.password else None,
-    )
+    try:
+        return parse_broker_url(url)
+    except IngestConfigError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 class _Link:
@@ -94,13 +72,10 @@ class _Link:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
-        self.client.on_socket_open = self._on_socket_open
-        self.client.on_socket_close = self._on_socket_close
-        self.client.on_socket_register_write = self._on_socket_register_write
-        self.client.on_socket_unregister_write = self._on_socket_unregister_write
+        self._bridge = PahoLoopBridge(self.client, self._loop)
         self._tasks = [
             asyncio.create_task(self._keep_connected(), name=f"mqtt-link-{client_id}"),
-            asyncio.create_task(self._misc(), name=f"mqtt-misc-{client_id}"),
+            asyncio.create_task(self._bridge.housekeeping(), name=f"mqtt-misc-{client_id}"),
         ]
 
     async def publish(self, topic: str, payload: bytes, wait_s: float) -> None:
@@ -132,7 +107,7 @@ class _Link:
             self.client.disconnect()
             with contextlib.suppress(OSError):
                 self.client.loop_write()
-        self._drop_socket()
+        self._bridge.drop_socket()
 
     async def _keep_connected(self) -> None:
         delay = _BACKOFF_FIRST_S
@@ -142,7 +117,7 @@ class _Link:
                 await self._loop.run_in_executor(None, self._connect)
                 await asyncio.wait_for(self.connected.wait(), _CONNECT_WAIT_S)
             except (OSError, ssl.SSLError, TimeoutError):
-                self._drop_socket()
+                self._bridge.drop_socket()
             if self.connected.is_set():
                 delay = _BACKOFF_FIRST_S
                 await self._lost.wait()
@@ -154,20 +129,7 @@ class _Link:
             self.address.host, self.address.port, keepalive=_KEEPALIVE_S, clean_start=True
         )
 
-    def _drop_socket(self) -> None:
-        sock = self.client.socket()
-        if sock is not None:
-            self._on_socket_close(self.client, None, sock)
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    async def _misc(self) -> None:
-        while True:
-            await asyncio.sleep(1)
-            if self.client.socket() is not None:
-                self.client.loop_misc()
-
-    # --- paho callbacks (on the event loop, but for socket opening) ----------------------
+    # --- paho callbacks (on the event loop) ----------------------------------------------
 
     def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
         if reason.is_failure:
@@ -191,30 +153,6 @@ class _Link:
             done.set_exception(DriverError(f"broker refused the message: {reason}"))
         else:
             done.set_result(None)
-
-    def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        # Called from the connect executor thread: register the reader on the loop.
-        self._loop.call_soon_threadsafe(self._add_reader, sock)
-
-    def _add_reader(self, sock: socket.socket) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.add_reader(sock, self.client.loop_read)
-
-    def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-
-    def _on_socket_register_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._add_writer, sock)
-
-    def _add_writer(self, sock: socket.socket) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.add_writer(sock, self.client.loop_write)
-
-    def _on_socket_unregister_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            self._loop.remove_writer(sock)
 
 
 class MqttDriver:
