@@ -117,11 +117,37 @@ class Router:
     def __init__(self) -> None:
         self.endpoints: list[Endpoint] = []
 
-    def _add(self, endpoint: Endpoint) -> None:
-        unknown = path_parameters(endpoint.path) - set(endpoint.params.model_fields)
+    def _declare(
+        self,
+        method: str,
+        path: str,
+        handler: Callable[..., object],
+        *,
+        tag: str,
+        scope: Scope | None,
+        params: type[BaseModel],
+        body: type[BaseModel] | None,
+        replies: Sequence[Reply],
+        errors: Sequence[Reply],
+        run: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> None:
+        unknown = path_parameters(path) - set(params.model_fields)
         if unknown:
-            raise ValueError(f"{endpoint.path}: no field for path parameters {sorted(unknown)}")
-        self.endpoints.append(endpoint)
+            raise ValueError(f"{path}: no field for path parameters {sorted(unknown)}")
+        self.endpoints.append(
+            Endpoint(
+                method,
+                path,
+                handler.__name__,
+                _summary(handler),
+                tag,
+                scope,
+                params,
+                body,
+                (*replies, *_error_replies(path, scope, errors)),
+                run,
+            )
+        )
 
     def json(
         self,
@@ -143,23 +169,19 @@ class Router:
             async def run(request: web.Request) -> web.StreamResponse:
                 await _authorize(request, scope)
                 result = await handler(request, _parse_params(request, params))
-                return web.Response(
-                    body=adapter.dump_json(result), status=status, content_type="application/json"
-                )
+                return _json(adapter, result, status)
 
-            self._add(
-                Endpoint(
-                    method,
-                    path,
-                    handler.__name__,
-                    _summary(handler),
-                    tag,
-                    scope,
-                    params,
-                    None,
-                    (Reply(status, description, reply), *_error_replies(path, scope, errors)),
-                    run,
-                )
+            self._declare(
+                method,
+                path,
+                handler,
+                tag=tag,
+                scope=scope,
+                params=params,
+                body=None,
+                replies=(Reply(status, description, reply),),
+                errors=errors,
+                run=run,
             )
             return handler
 
@@ -187,23 +209,19 @@ class Router:
                 await _authorize(request, scope)
                 parsed = _parse_params(request, params)
                 result = await handler(request, parsed, await _parse_body(request, body))
-                return web.Response(
-                    body=adapter.dump_json(result), status=status, content_type="application/json"
-                )
+                return _json(adapter, result, status)
 
-            self._add(
-                Endpoint(
-                    method,
-                    path,
-                    handler.__name__,
-                    _summary(handler),
-                    tag,
-                    scope,
-                    params,
-                    body,
-                    (Reply(status, description, reply), *_error_replies(path, scope, errors)),
-                    run,
-                )
+            self._declare(
+                method,
+                path,
+                handler,
+                tag=tag,
+                scope=scope,
+                params=params,
+                body=body,
+                replies=(Reply(status, description, reply),),
+                errors=errors,
+                run=run,
             )
             return handler
 
@@ -227,23 +245,27 @@ class Router:
                 await _authorize(request, scope)
                 return await handler(request, _parse_params(request, params))
 
-            self._add(
-                Endpoint(
-                    method,
-                    path,
-                    handler.__name__,
-                    _summary(handler),
-                    tag,
-                    scope,
-                    params,
-                    None,
-                    (*replies, *_error_replies(path, scope, errors)),
-                    run,
-                )
+            self._declare(
+                method,
+                path,
+                handler,
+                tag=tag,
+                scope=scope,
+                params=params,
+                body=None,
+                replies=replies,
+                errors=errors,
+                run=run,
             )
             return handler
 
         return register
+
+
+def _json(adapter: TypeAdapter[Any], result: object, status: int) -> web.Response:
+    return web.Response(
+        body=adapter.dump_json(result), status=status, content_type="application/json"
+    )
 
 
 def _summary(handler: Callable[..., object]) -> str:
