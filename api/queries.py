@@ -21,7 +21,7 @@ __all__ = [
     "DELETE_DEVICE_ROLLUPS_1M",
     "DEVICE_KEY",
     "DEVICE_KEYS",
-    "FLEET_LATEST",
+    "FLEET_LATEST_JSON",
     "FLEET_READINGS",
     "FLEET_STATUS",
     "GET_DEVICE",
@@ -111,20 +111,40 @@ WHERE l.device_key = %(device_key)s
 ORDER BY m.name
 """
 # Values more than %(window)s before a device's last reading are left out, as documented.
-# The page's rank (numbered in index order) sorts the joined rows: ordering them by
-# device_id again would compare text under the collation 40,000 times for a full page.
-FLEET_LATEST = """
-SELECT d.device_id, m.name, l.time, l.value
-FROM (
-    SELECT device_key, device_id, last_seen, row_number() OVER (ORDER BY device_id) AS rank
-    FROM devices
-    WHERE device_id > %(after)s ORDER BY device_id LIMIT %(limit)s
-) d
-LEFT JOIN (latest_readings l JOIN metrics m ON m.metric_key = l.metric_key)
-    ON l.device_key = d.device_key
-   AND (%(metric_keys)s::int2[] IS NULL OR l.metric_key = ANY(%(metric_keys)s))
-   AND l.time <= d.last_seen AND l.time > d.last_seen - %(window)s
-ORDER BY d.rank, m.name
+# A full page is 10,000 devices and 40,000 values, so PostgreSQL writes the JSON itself:
+# building as many Python objects took about 300 ms of the 400 ms such a page cost. Plain
+# concatenation is cheaper than json_build_object, and a timestamp's text form (DateStyle
+# ISO, which the caller sets) much cheaper than to_char. Names go through to_json (quoted
+# and escaped); values are finite float8, whose text form is valid JSON. Returns the page's
+# devices as a JSON array, whether another page follows, and the page's last device id;
+# one device more than %(limit)s is read to learn the second.
+FLEET_LATEST_JSON = """
+WITH page AS (
+    SELECT device_key, device_id, last_seen FROM devices
+    WHERE device_id > %(after)s ORDER BY device_id LIMIT %(limit)s + 1
+), shown AS (
+    SELECT * FROM page ORDER BY device_id LIMIT %(limit)s
+), items AS (
+    SELECT s.device_id, string_agg(
+        '{"metric":' || to_json(m.name)::text
+            || ',"ts":"' || replace((l.time AT TIME ZONE 'UTC')::text, ' ', 'T')
+            || 'Z","value":' || l.value::text || '}',
+        ',' ORDER BY m.name) AS items
+    FROM shown s
+    LEFT JOIN (latest_readings l JOIN metrics m ON m.metric_key = l.metric_key)
+        ON l.device_key = s.device_key
+       AND (%(metric_keys)s::int2[] IS NULL OR l.metric_key = ANY(%(metric_keys)s))
+       AND l.time <= s.last_seen AND l.time > s.last_seen - %(window)s
+    GROUP BY s.device_id
+)
+SELECT
+    '[' || coalesce(string_agg(
+        '{"device_id":' || to_json(device_id)::text
+            || ',"values":[' || coalesce(items, '') || ']}',
+        ',' ORDER BY device_id), '') || ']',
+    (SELECT count(*) FROM page) > %(limit)s,
+    max(device_id)
+FROM items
 """
 
 RAW_PAGE = """

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 from aiohttp.test_utils import TestClient
 
+from api.models import FleetLatestPage
 from ingest.registry import DeviceAuthenticator
 from tests.api.conftest import ADMIN
 from tests.api.helpers import refresh_rollups
@@ -182,7 +185,7 @@ async def test_latest_per_device_and_fleet_wide(
     assert {v["metric"]: (v["ts"], v["value"]) for v in page["devices"][1]["values"]} == {
         "temperature": ("2026-11-20T10:00:00Z", 1.5),
         "humidity": ("2026-11-20T13:00:00Z", 7.0),
-        "pressure": ("2026-11-20T13:00:00.000120Z", -1e20),
+        "pressure": ("2026-11-20T13:00:00.00012Z", -1e20),
     }
     rest = await (
         await client.get(f"/v1/latest?cursor={page['next_cursor']}", headers=ADMIN)
@@ -190,3 +193,52 @@ async def test_latest_per_device_and_fleet_wide(
     assert rest == {"devices": [{"device_id": "c", "values": []}], "next_cursor": None}
     only = await (await client.get("/v1/latest?metric=humidity", headers=ADMIN)).json()
     assert [len(d["values"]) for d in only["devices"]] == [1, 1, 0]
+
+
+async def test_fleet_latest_built_by_postgresql_matches_the_models(
+    client: TestClient,  # type: ignore[type-arg]
+    db_url: str,
+    storage_mode: str,
+) -> None:
+    """/v1/latest is encoded in SQL: it must say what the models say, byte for value."""
+    ids = [f"d{i:02}" for i in range(12)]
+    for name in ids:
+        await client.post("/v1/devices", json={"device_id": name}, headers=ADMIN)
+    times = [T0, T0 + timedelta(microseconds=5), T0 + timedelta(seconds=1, microseconds=999_999)]
+    async with open_writer(db_url, storage_mode) as writer:
+        for i, name in enumerate(ids[:-1]):  # the last device never reports
+            key = await _key_of(db_url, name)
+            values = {"temperature": i / 3, "humidity": -1e-7 * i, "count": float(10**i)}
+            await writer.write([(key, times[i % 3], values)])
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE devices d SET last_seen = (SELECT max(time) FROM readings r"
+            " WHERE r.device_key = d.device_key)"
+        )
+    pages: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = "/v1/latest?limit=5" + (f"&cursor={cursor}" if cursor else "")
+        r = await client.get(query, headers=ADMIN)
+        assert r.status == 200
+        assert r.content_type == "application/json"
+        body = await r.read()
+        FleetLatestPage.model_validate_json(body)
+        page = json.loads(body)
+        pages.extend(page["devices"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [d["device_id"] for d in pages] == ids
+    assert pages[-1] == {"device_id": ids[-1], "values": []}
+    for device in pages:
+        r = await client.get(f"/v1/devices/{device['device_id']}/latest", headers=ADMIN)
+        assert _instants(device) == _instants(await r.json())
+
+
+def _instants(device: dict[str, Any]) -> dict[str, Any]:
+    """A latest-values answer with its times parsed (RFC 3339 allows 0 to 6 fraction digits)."""
+    return {
+        "device_id": device["device_id"],
+        "values": [{**v, "ts": datetime.fromisoformat(v["ts"])} for v in device["values"]],
+    }
