@@ -35,6 +35,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "readings"),
     (3, "rollups"),
     (4, "latest"),
+    (5, "rollup_time_index"),
 )
 
 _LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run
