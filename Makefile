@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint fmt typecheck pytest clean
+.PHONY: test lint fmt typecheck pytest clean demo demo-clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ typecheck: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## demo: the whole platform here (PostgreSQL, Mosquitto, ingest, api, 100 simulated devices); data in ./var
+demo: $(STAMP)
+	$(BIN)/python -m simulator demo
+
+## demo-clean: remove the demo's data (./var)
+demo-clean: $(STAMP)
+	$(BIN)/python -m simulator demo --clean
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

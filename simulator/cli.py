@@ -1,4 +1,7 @@
-"""Command line of ``python -m simulator``: ``run`` a fleet, or ``load`` test the platform.
+"""Command line of ``python -m simulator``: ``run``, ``load`` and ``demo``.
+
+``run`` keeps a fleet sending, ``load`` tests the platform and reports, ``demo`` runs the
+whole platform on this machine with a fleet sending.
 
 Exit codes: 0 done (``load``: passed), 1 error (one line on stderr), 2 usage,
 3 ``load`` found lost, duplicated or unexpectedly rejected readings, 130 interrupted.
@@ -17,6 +20,7 @@ from pathlib import Path
 from simulator import __version__
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
+from simulator.demo import DemoConfig, clean, run_demo
 from simulator.errors import ConfigError, SimulatorError
 from simulator.faults import FaultConfig
 from simulator.fleet import Fleet, parse_protocols
@@ -171,7 +175,36 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="longest wait for the ingest to store everything acknowledged (%(default)s)",
     )
     cmd.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    _add_demo(commands)
     return parser
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = commands.add_parser(
+        "demo",
+        help="run the whole platform here, with a simulated fleet (make demo)",
+        description="Start a private PostgreSQL and Mosquitto, migrate, start the ingest and"
+        " the query API, run a simulated fleet and print where to look. Ctrl-C stops it all;"
+        " the data stays in --data-dir for the next run (see docs/quickstart.md).",
+    )
+    cmd.add_argument(
+        "--data-dir", type=Path, default=Path("var"), help="where all data lives (%(default)s)"
+    )
+    cmd.add_argument("--clean", action="store_true", help="remove --data-dir and exit")
+    cmd.add_argument("--devices", type=int, default=100, help="simulated devices (%(default)s)")
+    cmd.add_argument("--workers", type=int, default=2, help="ingest worker processes (%(default)s)")
+    cmd.add_argument("--api-port", type=int, default=8000, help="query API port (%(default)s)")
+    cmd.add_argument("--ingest-port", type=int, default=8001, help="ingest HTTP port (%(default)s)")
+    cmd.add_argument(
+        "--pg-port", type=int, help="PostgreSQL port (default: the last one used, 55432, or free)"
+    )
+    cmd.add_argument(
+        "--mqtt-port", type=int, help="MQTT port (default: the last one used, 11883, or free)"
+    )
+    cmd.add_argument("--no-mqtt", action="store_true", help="no broker: devices use HTTP only")
+    cmd.add_argument(
+        "--summary-s", type=float, default=5.0, help="seconds between summary lines (%(default)s)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Endpoints]:
@@ -226,6 +259,26 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace) -> int:
+    if args.clean:
+        print(clean(args.data_dir))
+        return 0
+    if args.devices < 1 or args.workers < 1 or args.summary_s <= 0:
+        raise ConfigError("--devices and --workers must be at least 1, --summary-s positive")
+    config = DemoConfig(
+        data_dir=args.data_dir,
+        devices=args.devices,
+        workers=args.workers,
+        api_port=args.api_port,
+        ingest_port=args.ingest_port,
+        pg_port=args.pg_port,
+        mqtt_port=args.mqtt_port,
+        mqtt=not args.no_mqtt,
+        summary_interval_s=args.summary_s,
+    )
+    return await run_demo(config)
+
+
 async def _load(args: argparse.Namespace) -> int:
     config, endpoints = config_from_args(args)
     report = await run_load(
@@ -252,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return asyncio.run(_run(args) if args.command == "run" else _load(args))
+        command = {"run": _run, "load": _load, "demo": _demo}[args.command]
+        return asyncio.run(command(args))
     except SimulatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -81,8 +81,11 @@ class _Link:
     async def publish(self, topic: str, payload: bytes, wait_s: float) -> None:
         """Publish at QoS 1 and wait for the PUBACK; DriverError if it does not come."""
         async with self.window:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+            # that arrives as the awaited event does, and a stopped fleet would go on.
             try:
-                await asyncio.wait_for(self.connected.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self.connected.wait()
             except TimeoutError as exc:
                 raise DriverError(f"not connected to {self.address!r}") from exc
             info = self.client.publish(topic, payload, qos=1)
@@ -91,7 +94,8 @@ class _Link:
             done = self._loop.create_future()
             self._in_flight[info.mid] = done
             try:
-                await asyncio.wait_for(done, wait_s)
+                async with asyncio.timeout(wait_s):
+                    await done
             except TimeoutError as exc:
                 raise DriverError(f"no PUBACK within {wait_s:g} s") from exc
             finally:
@@ -115,7 +119,8 @@ class _Link:
             self._lost.clear()
             try:
                 await self._loop.run_in_executor(None, self._connect)
-                await asyncio.wait_for(self.connected.wait(), _CONNECT_WAIT_S)
+                async with asyncio.timeout(_CONNECT_WAIT_S):
+                    await self.connected.wait()
             except (OSError, ssl.SSLError, TimeoutError):
                 self._bridge.drop_socket()
             if self.connected.is_set():

@@ -27,13 +27,17 @@ from pathlib import Path
 from typing import Self
 
 __all__ = [
+    "BrokerTls",
     "MosquittoServer",
     "PostgresServer",
     "ServiceError",
     "ServiceNotInstalledError",
+    "find_dynsec_plugin",
     "find_mosquitto",
     "find_postgres_bindir",
     "free_port",
+    "pick_port",
+    "port_available",
 ]
 
 _START_TIMEOUT_S = 30.0
@@ -53,6 +57,26 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_available(port: int) -> bool:
+    """Whether a TCP listener could bind 127.0.0.1:``port`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of a listener just closed (TIME_WAIT) do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def pick_port(*preferred: int | None) -> int:
+    """Return the first of ``preferred`` that is free on 127.0.0.1, else any free port."""
+    for port in preferred:
+        if port is not None and port_available(port):
+            return port
+    return free_port()
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
@@ -125,6 +149,28 @@ def find_mosquitto() -> Path:
     raise ServiceNotInstalledError(
         "mosquitto not found: install it (Debian/Ubuntu: `apt-get install -y mosquitto`)"
     )
+
+
+def find_dynsec_plugin() -> Path:
+    """Locate Mosquitto's dynamic security plugin (shipped with the broker since 2.0)."""
+    candidates = [
+        *sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so")),
+        Path("/usr/lib/mosquitto_dynamic_security.so"),
+        Path("/usr/local/lib/mosquitto_dynamic_security.so"),
+    ]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise ServiceNotInstalledError(
+        "mosquitto_dynamic_security.so not found: install mosquitto 2.0 or newer"
+    )
+
+
+def _mosquitto_ctrl(broker: Path) -> Path:
+    for candidate in (shutil.which("mosquitto_ctrl"), broker.with_name("mosquitto_ctrl")):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    raise ServiceNotInstalledError("mosquitto_ctrl not found: install mosquitto 2.0 or newer")
 
 
 def _timescaledb_installed(bindir: Path) -> bool:
@@ -248,6 +294,16 @@ class PostgresServer:
             "start",
         )
 
+    @property
+    def pid(self) -> int | None:
+        """PID of the running postmaster (from ``postmaster.pid``), or None when stopped."""
+        try:
+            pid = int((self._pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``mode``: smart, fast or immediate, as pg_ctl takes them)."""
         if (self._pgdata / "postmaster.pid").exists():
@@ -259,6 +315,20 @@ class PostgresServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener of the broker: PEM server certificate and key, and the CA it trusts.
+
+    ``require_certificate`` makes clients present a certificate signed by ``ca_file``.
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    require_certificate: bool = False
+    port: int = field(default_factory=free_port)
 
 
 @dataclass
@@ -274,6 +344,9 @@ class MosquittoServer:
     max_queued_messages: int = 1_000_000
     password_file: Path | None = None
     acl_file: Path | None = None
+    tls: BrokerTls | None = None
+    # Set: the dynamic security plugin authenticates everyone; its admin is "admin".
+    dynsec_admin_password: str | None = None
     binary: Path = field(default_factory=find_mosquitto)
     _proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
     _account: str | None = field(init=False, default=None)
@@ -288,6 +361,18 @@ class MosquittoServer:
         return f"mqtt://127.0.0.1:{self.port}"
 
     @property
+    def tls_url(self) -> str:
+        """``mqtts://`` URL of the TLS listener (a ``tls`` configuration is required)."""
+        if self.tls is None:
+            raise ServiceError("this broker has no TLS listener")
+        return f"mqtts://127.0.0.1:{self.tls.port}"
+
+    @property
+    def _tls_dir(self) -> Path:
+        # Copies the broker's account can read, whoever owns the originals.
+        return self.data_dir / "tls"
+
+    @property
     def config_file(self) -> Path:
         """Where the generated configuration is written."""
         return self.data_dir / "mosquitto.conf"
@@ -296,6 +381,11 @@ class MosquittoServer:
     def log_file(self) -> Path:
         """The broker's log."""
         return self.data_dir / "mosquitto.log"
+
+    @property
+    def dynsec_file(self) -> Path:
+        """The dynamic security plugin's state: clients, roles, hashed passwords."""
+        return self.data_dir / "dynamic-security.json"
 
     def _config(self) -> str:
         lines = [
@@ -312,12 +402,27 @@ class MosquittoServer:
             "max_inflight_messages 0",
             "set_tcp_nodelay true",
         ]
-        if self.password_file is None:
+        if self.dynsec_admin_password is not None:
+            lines += [
+                "allow_anonymous false",
+                f"plugin {find_dynsec_plugin()}",
+                f"plugin_opt_config_file {self.dynsec_file}",
+            ]
+        elif self.password_file is None:
             lines.append("allow_anonymous true")
         else:
             lines += ["allow_anonymous false", f"password_file {self.password_file}"]
         if self.acl_file is not None:
             lines.append(f"acl_file {self.acl_file}")
+        if self.tls is not None:
+            # Listener options apply to the listener line above them: keep this block last.
+            lines += [
+                f"listener {self.tls.port} 127.0.0.1",
+                f"certfile {self._tls_dir / 'server.crt'}",
+                f"keyfile {self._tls_dir / 'server.key'}",
+                f"cafile {self._tls_dir / 'ca.crt'}",
+                f"require_certificate {str(self.tls.require_certificate).lower()}",
+            ]
         return "\n".join(lines) + "\n"
 
     @property
@@ -325,20 +430,50 @@ class MosquittoServer:
         """Whether the broker process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """PID of the broker process while it runs."""
+        return self._proc.pid if self._proc is not None and self.running else None
+
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
         if self.running:
             raise ServiceError("mosquitto is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls is not None:
+            self._tls_dir.mkdir(exist_ok=True)
+            for source, name in (
+                (self.tls.cert_file, "server.crt"),
+                (self.tls.key_file, "server.key"),
+                (self.tls.ca_file, "ca.crt"),
+            ):
+                shutil.copyfile(source, self._tls_dir / name)
         self.config_file.write_text(self._config())
+        if self.dynsec_admin_password is not None and not self.dynsec_file.exists():
+            subprocess.run(  # noqa: S603  (the broker's own tool, no shell)
+                [
+                    str(_mosquitto_ctrl(self.binary)),
+                    "dynsec",
+                    "init",
+                    str(self.dynsec_file),
+                    "admin",
+                    self.dynsec_admin_password,
+                ],
+                capture_output=True,
+                check=True,
+            )
         _hand_over(self.data_dir, self._account)
         self._proc = subprocess.Popen(  # noqa: S603  (fixed binary, generated config)
             [str(self.binary), "-c", str(self.config_file)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             user=self._account,
+            # Its own session: a Ctrl-C meant for whoever started it does not reach it first.
+            start_new_session=True,
         )
         _wait_for_port(self.port, self._proc, "mosquitto", self.log_file)
+        if self.tls is not None:
+            _wait_for_port(self.tls.port, self._proc, "mosquitto (TLS)", self.log_file)
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the broker: SIGTERM (it saves its persistence file) or SIGKILL."""

@@ -1,0 +1,528 @@
+"""``python -m simulator demo``: the whole platform on this machine, with a fleet sending.
+
+Starts a private PostgreSQL (TimescaleDB where installed) and a private Mosquitto (where
+installed; otherwise MQTT is off and the fleet sends over HTTP only), migrates, starts the
+query API and the ingest as processes, registers and runs a simulated fleet, prints where
+to look, then a one-line summary every few seconds. Ctrl-C or SIGTERM stops the fleet,
+the ingest, the API, the broker and PostgreSQL, in that order, and exits 0. If a part
+dies, the launcher says which, stops the rest and exits 1.
+
+Everything lives in the data directory (default ``./var``) and is reused by the next run::
+
+    demo.json       ports chosen on the first run (marks the directory as the demo's)
+    run.json        PIDs of the running demo's processes (removed on a clean stop)
+    admin-key       the API admin key, mode 0600
+    fleet.json      the simulated fleet: device tokens, seqs (mode 0600);
+                    fleet-http.json for the HTTP-only fleet of a run without MQTT
+    postgres/       the PostgreSQL cluster and its log
+    mosquitto/      the broker's configuration, persistence and log
+    logs/           ingest.log, api.log
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import aiohttp
+import psycopg
+from psycopg import sql
+
+from simulator.accounting import Ledger
+from simulator.api_client import QueryApi
+from simulator.errors import SimulatorError
+from simulator.fleet import Fleet, parse_protocols
+from simulator.runner import Endpoints, RunConfig, run_fleet
+from simulator.services import (
+    MosquittoServer,
+    PostgresServer,
+    ServiceError,
+    ServiceNotInstalledError,
+    find_mosquitto,
+    pick_port,
+    port_available,
+)
+
+__all__ = ["DemoConfig", "DemoError", "clean", "run_demo"]
+
+DATABASE = "telemetry"
+_PG_PORT = 55432
+_MQTT_PORT = 11883
+_READY_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 60.0
+_FLEET_STOP_S = 10.0
+_NO_MQTT = (
+    "MQTT is off: mosquitto is not installed (Debian/Ubuntu: apt-get install -y mosquitto),"
+    " so the fleet sends over HTTP only. The pure-Python amqtt broker cannot stand in: it"
+    " speaks MQTT 3.1.1 only, and the ingest consumes with MQTT 5 shared subscriptions."
+)
+T = TypeVar("T")
+
+
+class DemoError(SimulatorError):
+    """The demo cannot start, or a part of it stopped; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where the demo keeps its data, how big the fleet is, where everything listens."""
+
+    data_dir: Path = Path("var")
+    devices: int = 100
+    workers: int = 2
+    api_port: int = 8000
+    ingest_port: int = 8001
+    pg_port: int | None = None
+    mqtt_port: int | None = None
+    mqtt: bool = True
+    summary_interval_s: float = 5.0
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DemoError(f"{path}: unreadable ({exc}); `make demo-clean` starts afresh") from exc
+    return doc if isinstance(doc, dict) else {}
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    tmp.replace(path)
+
+
+def _running_launcher(data_dir: Path) -> int | None:
+    """PID of a demo launcher that is running on ``data_dir``, if any."""
+    pid = _read_json(data_dir / "run.json").get("launcher")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"simulator" in cmdline else None
+
+
+def clean(data_dir: Path) -> str:
+    """Remove the demo's data directory; refuse while a demo runs or if it is not the demo's."""
+    data_dir = data_dir.resolve()
+    if not data_dir.exists():
+        return f"nothing to remove: {data_dir} does not exist"
+    pid = _running_launcher(data_dir)
+    if pid is not None:
+        raise DemoError(f"a demo is running on {data_dir} (pid {pid}): stop it with Ctrl-C first")
+    if not (data_dir / "demo.json").exists():
+        raise DemoError(f"{data_dir} is not a demo data directory (no demo.json): left alone")
+    shutil.rmtree(data_dir)
+    return f"removed {data_dir}"
+
+
+def _admin_key(data_dir: Path) -> str:
+    """Return the admin key kept in ``admin-key``, made on the first run."""
+    path = data_dir / "admin-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = "ak_" + secrets.token_urlsafe(32)
+    _write_private(path, key + "\n")
+    return key
+
+
+async def _in_thread(fn: Callable[[], T]) -> T:
+    """Run blocking ``fn`` in a thread; if cancelled, let it finish before giving up."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
+@dataclass
+class _Child:
+    """A platform process (ingest or api) started by the launcher, in a session of its own."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def failure(self) -> str | None:
+        """Say how the process ended, when it has."""
+        code = self.proc.poll()
+        if code is None:
+            return None
+        lines = (
+            self.log.read_text(errors="replace").strip().splitlines() if self.log.exists() else []
+        )
+        last = f': "{lines[-1][:300]}"' if lines else ""
+        return f"{self.name} exited with code {code}{last}; see {self.log}"
+
+    async def stop(self) -> None:
+        """SIGTERM, wait for a graceful exit, then kill its whole process group."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            await _in_thread(lambda: self.proc.wait(timeout=_STOP_TIMEOUT_S))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await _in_thread(self.proc.wait)
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> _Child:
+    log = logs / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603  (our own interpreter and arguments)
+            [sys.executable, "-m", *args],
+            env=os.environ | env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return _Child(name, proc, log)
+
+
+async def _wait_ready(child: _Child, url: str, session: aiohttp.ClientSession) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    last = "no answer"
+    while time.monotonic() < deadline:
+        failure = child.failure()
+        if failure is not None:
+            raise DemoError(failure)
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                if resp.status == 200:
+                    return
+                last = f"{resp.status} {(await resp.text())[:200]}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            last = str(exc) or type(exc).__name__
+        await asyncio.sleep(0.2)
+    raise DemoError(
+        f"{child.name} not ready after {_READY_TIMEOUT_S:.0f} s ({last}); see {child.log}"
+    )
+
+
+async def _create_database(server: PostgresServer) -> None:
+    try:
+        async with await psycopg.AsyncConnection.connect(server.url, autocommit=True) as conn:
+            cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE])
+            if await cur.fetchone() is None:
+                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    except psycopg.Error as exc:
+        raise DemoError(f"cannot create the database {DATABASE}: {exc}") from exc
+
+
+def _migrate(env: dict[str, str], logs: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "migrate"],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    with (logs / "migrate.log").open("a") as out:
+        out.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit code {result.returncode}"]
+        raise DemoError(f"migrate failed: {lines[-1]}; see {logs / 'migrate.log'}")
+    lines = result.stdout.strip().splitlines() or ["schema migrated"]
+    return lines[-1]
+
+
+def _metric_sum(text: str, name: str) -> float:
+    """Sum every sample of counter ``name`` in a Prometheus exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class _Summary:
+    """The live one-line summary: fleet status from the API, counters from the ingest."""
+
+    api_url: str
+    ingest_url: str
+    started: float
+    last_accepted: float = 0.0
+    last_at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.last_at = self.started
+
+    async def line(self, session: aiohttp.ClientSession, headers: dict[str, str]) -> str:
+        """Fetch ``/v1/fleet`` and the ingest's ``/metrics`` and format one line."""
+        now = time.monotonic()
+        try:
+            async with session.get(f"{self.api_url}/v1/fleet", headers=headers) as resp:
+                fleet = await resp.json() if resp.status == 200 else None
+            async with session.get(f"{self.ingest_url}/metrics") as resp:
+                metrics = await resp.text()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return f"[{now - self.started:6.0f} s] status unavailable: {exc or type(exc).__name__}"
+        accepted = _metric_sum(metrics, "ingest_readings_accepted_total")
+        rejects = _metric_sum(metrics, "ingest_items_rejected_total")
+        rate = (accepted - self.last_accepted) / max(now - self.last_at, 1e-3)
+        self.last_accepted, self.last_at = accepted, now
+        devices = (
+            "devices ?"
+            if fleet is None
+            else (f"devices {fleet['devices']['online']}/{fleet['devices']['total']} online")
+        )
+        hour = "" if fleet is None else f", {fleet['readings_last_hour']:,} in the last hour"
+        return (
+            f"[{now - self.started:6.0f} s] {devices} | {rate:,.0f} readings/s,"
+            f" {accepted:,.0f} stored this run{hour} | rejects {rejects:,.0f}"
+        )
+
+
+def _choose_port(given: int | None, recorded: object, default: int, flag: str) -> int:
+    if given is not None:
+        if not port_available(given):
+            raise DemoError(f"port {given} on 127.0.0.1 is in use: choose another with {flag}")
+        return given
+    return pick_port(recorded if isinstance(recorded, int) else None, default)
+
+
+class _Demo:
+    """One run of the demo: what it started is stopped in reverse order on the way out."""
+
+    def __init__(self, config: DemoConfig, out: TextIO, stack: contextlib.AsyncExitStack) -> None:
+        self.config = config
+        self.out = out
+        self.stack = stack
+        self.data_dir = config.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.pids: dict[str, int] = {"launcher": os.getpid()}
+        self.children: list[_Child] = []
+        self.key = ""
+        self.api_url = f"http://127.0.0.1:{config.api_port}"
+        self.ingest_url = f"http://127.0.0.1:{config.ingest_port}"
+        self.mqtt_url: str | None = None
+
+    def say(self, text: str = "") -> None:
+        """Print a line for the user, at once."""
+        print(text, file=self.out, flush=True)
+
+    def _record(self, name: str, pid: int | None) -> None:
+        if pid is not None:
+            self.pids[name] = pid
+        _write_private(self.data_dir / "run.json", json.dumps(self.pids))
+
+    def _prepare(self) -> tuple[int, int]:
+        """Check ports and the data directory; return the PostgreSQL and MQTT ports."""
+        config = self.config
+        pid = _running_launcher(self.data_dir)
+        if pid is not None:
+            raise DemoError(f"a demo is already running on {self.data_dir} (pid {pid})")
+        for port, flag in ((config.api_port, "--api-port"), (config.ingest_port, "--ingest-port")):
+            if not port_available(port):
+                raise DemoError(
+                    f"port {port} on 127.0.0.1 is in use (another demo or service?):"
+                    f" stop it or choose another with {flag}"
+                )
+        self.logs.mkdir(parents=True, exist_ok=True)
+        state = _read_json(self.data_dir / "demo.json")
+        pg_port = _choose_port(config.pg_port, state.get("postgres_port"), _PG_PORT, "--pg-port")
+        mqtt_port = _choose_port(
+            config.mqtt_port, state.get("mqtt_port"), _MQTT_PORT, "--mqtt-port"
+        )
+        state |= {"postgres_port": pg_port, "mqtt_port": mqtt_port}
+        (self.data_dir / "demo.json").write_text(json.dumps(state, indent=1) + "\n")
+        self.stack.callback(lambda: (self.data_dir / "run.json").unlink(missing_ok=True))
+        self._record("launcher", os.getpid())
+        self.key = _admin_key(self.data_dir)
+        return pg_port, mqtt_port
+
+    async def _start_database(self, port: int) -> PostgresServer:
+        self.say(f"starting PostgreSQL on 127.0.0.1:{port} (data in {self.data_dir}/postgres)")
+        pg = PostgresServer(self.data_dir / "postgres", port=port, durable=True)
+        self.stack.push_async_callback(_in_thread, pg.stop)
+        await _in_thread(pg.start)
+        self._record("postgres", pg.pid)
+        await _create_database(pg)
+        return pg
+
+    async def _start_broker(self, port: int) -> None:
+        try:
+            binary = find_mosquitto()
+        except ServiceNotInstalledError:
+            self.say(_NO_MQTT)
+            return
+        self.say(f"starting Mosquitto on 127.0.0.1:{port}")
+        broker = MosquittoServer(self.data_dir / "mosquitto", port=port, binary=binary)
+        self.stack.push_async_callback(_in_thread, broker.stop)
+        await _in_thread(broker.start)
+        self._record("mosquitto", broker.pid)
+        self.mqtt_url = broker.url
+
+    async def _start_platform(self, db_url: str, session: aiohttp.ClientSession) -> None:
+        """Migrate, then start the API and the ingest (stopped the other way round)."""
+        config = self.config
+        env = {"DATABASE_URL": db_url}
+        self.say(await _in_thread(lambda: _migrate(env, self.logs)))
+        api_env = env | {
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(config.api_port),
+            "API_ADMIN_KEY": self.key,
+        }
+        ingest_env = env | {
+            "MQTT_URL": self.mqtt_url or "none",
+            "MQTT_CLIENT_ID": "demo-ingest",
+            "INGEST_HTTP_HOST": "127.0.0.1",
+            "INGEST_HTTP_PORT": str(config.ingest_port),
+        }
+        ingest_args = ["ingest", "serve", "--workers", str(config.workers)]
+        for name, args, child_env, url in (
+            ("api", ["api", "serve"], api_env, self.api_url),
+            ("ingest", ingest_args, ingest_env, self.ingest_url),
+        ):
+            self.say(f"starting {name} on {url}")
+            child = _spawn(name, args, child_env, self.logs)
+            self.stack.push_async_callback(child.stop)
+            self.children.append(child)
+            self._record(name, child.proc.pid)
+            await _wait_ready(child, f"{url}/readyz", session)
+
+    async def _start_fleet(self) -> asyncio.Task[Any]:
+        """Register (first run) and start the simulated fleet; it is cancelled on the way out."""
+        mqtt = self.mqtt_url is not None
+        protocols = "mqtt,http,senml" if mqtt else "http,senml-http"
+        run_config = RunConfig(
+            devices=self.config.devices,
+            duration_s=None,
+            protocols=parse_protocols(protocols),
+            prefix="demo" if mqtt else "demo-http",
+        )
+        fleet = Fleet.load(self.data_dir / ("fleet.json" if mqtt else "fleet-http.json"))
+        api = await self.stack.enter_async_context(QueryApi(self.api_url, self.key))
+        self.say(f"registering and starting {self.config.devices} simulated devices ({protocols})")
+        endpoints = Endpoints(self.api_url, self.key, self.ingest_url, self.mqtt_url)
+        task = asyncio.create_task(
+            run_fleet(run_config, endpoints, fleet, Ledger(), api=api), name="demo-fleet"
+        )
+
+        async def stop() -> None:
+            task.cancel()
+            await asyncio.wait([task], timeout=_FLEET_STOP_S)
+            if not task.done():
+                self.say(f"the fleet did not stop within {_FLEET_STOP_S:g} s; stopping the rest")
+                return
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
+
+        self.stack.push_async_callback(stop)
+        return task
+
+    async def run(self) -> int:
+        """Start everything, print where to look, then watch and summarise until told to stop."""
+        pg_port, mqtt_port = self._prepare()
+        pg = await self._start_database(pg_port)
+        if self.config.mqtt:
+            await self._start_broker(mqtt_port)
+        else:
+            self.say("MQTT is off (--no-mqtt): the fleet sends over HTTP only.")
+        session = await self.stack.enter_async_context(
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        )
+        await self._start_platform(pg.url_for(DATABASE), session)
+        fleet_task = await self._start_fleet()
+        self._print_banner(pg)
+        return await self._watch(fleet_task, pg, session)
+
+    def _print_banner(self, pg: PostgresServer) -> None:
+        api_url, ingest_url, key = self.api_url, self.ingest_url, self.key
+        auth = '-H "Authorization: Bearer $API_ADMIN_KEY"'
+        first = "demo-00000" if self.mqtt_url else "demo-http-00000"
+        storage = "TimescaleDB" if pg.with_timescaledb else "plain PostgreSQL"
+        for line in (
+            "",
+            f"The platform is running; data lives in {self.data_dir} and stays between runs.",
+            f"  query API    {api_url}  (OpenAPI: {api_url}/v1/openapi.json)",
+            f"  ingest HTTP  {ingest_url}/v1/telemetry",
+            f"  MQTT broker  {self.mqtt_url or 'off: devices send over HTTP'}",
+            f"  database     {pg.url_for(DATABASE)}  ({storage})",
+            f"  metrics      {ingest_url}/metrics (ingest), {api_url}/metrics (api)",
+            f"  logs         {self.logs}",
+            "",
+            f"API_ADMIN_KEY={key}",
+            "",
+            "Try, in another terminal:",
+            f"  export API_ADMIN_KEY={key}",
+            f"  curl -s {auth} {api_url}/v1/fleet",
+            f"  curl -s {auth} '{api_url}/v1/devices?limit=5'",
+            f"  curl -s {auth} {api_url}/v1/devices/{first}/latest",
+            f"  curl -s {auth} '{api_url}/v1/devices/{first}/readings?bucket=1m&agg=avg,min,max'",
+            f"  curl -s {ingest_url}/metrics | grep ^ingest_readings",
+            "",
+            "Ctrl-C stops everything; `make demo-clean` deletes the data.",
+        ):
+            self.say(line)
+
+    async def _watch(
+        self, fleet_task: asyncio.Task[Any], pg: PostgresServer, session: aiohttp.ClientSession
+    ) -> int:
+        """Check the parts twice a second and print the summary; DemoError when one stops."""
+        summary = _Summary(self.api_url, self.ingest_url, time.monotonic())
+        headers = {"Authorization": f"Bearer {self.key}"}
+        next_line = time.monotonic() + self.config.summary_interval_s
+        while True:
+            failures = [f for c in self.children if (f := c.failure()) is not None]
+            if pg.pid is None:
+                failures.append(f"PostgreSQL stopped; see {self.data_dir}/postgres/postgres.log")
+            if fleet_task.done():
+                failures.append(f"the simulated fleet stopped: {fleet_task.exception()}")
+            if failures:
+                raise DemoError("; ".join(failures))
+            if time.monotonic() >= next_line:
+                self.say(await summary.line(session, headers))
+                next_line = time.monotonic() + self.config.summary_interval_s
+            await asyncio.sleep(0.5)
+
+
+async def run_demo(config: DemoConfig, out: TextIO = sys.stdout) -> int:
+    """Run the demo until SIGINT or SIGTERM (exit status 0) or until a part fails (DemoError)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopping: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not stopping:
+            stopping.append(signum)
+            print("\nstopping: fleet, ingest, api, broker, PostgreSQL", file=out, flush=True)
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            return await _Demo(config, out, stack).run()
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        print("stopped", file=out, flush=True)
+        return 0
+    except ServiceError as exc:
+        raise DemoError(str(exc)) from exc
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
