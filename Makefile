@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint fmt typecheck pytest clean demo demo-clean
+.PHONY: test lint fmt typecheck pytest clean demo demo-clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ demo: $(STAMP)
 ## demo-clean: remove the demo's data (./var)
 demo-clean: $(STAMP)
 	$(BIN)/python -m simulator demo --clean
+
+## bench: every benchmark side by side with its baseline; one table, JSON in benchmarks/results
+##        (about 25 minutes on 2 cores; BENCH_QUICK=1 for a one-minute smoke run)
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

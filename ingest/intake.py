@@ -17,7 +17,7 @@ from typing import Literal
 
 from ingest.metrics import METRICS
 from ingest.pipeline import Submission
-from ingest.wire import Item, Parsed, Reason, Reject
+from ingest.wire import Parsed, Reason, Reject
 from ingest.writer import DeadLetter
 
 __all__ = ["IntakeRules", "add_items", "add_reject", "log_rejects"]
@@ -107,32 +107,27 @@ def add_items(
 ) -> list[Reject]:
     """Add a parsed message's readings and dead letters to ``sub``; return its rejects."""
     oldest = sub.received_at - rules.retention
-    items: list[Item] = parsed.items
     rejects = list(parsed.rejects)
-    if any(item.ts < oldest for item in items):
-        rejects += [
-            Reject(
-                item.index,
-                Reason.TOO_OLD,
-                f"ts is older than the retention of {rules.retention.days} days",
-            )
-            for item in items
-            if item.ts < oldest
-        ]
-        items = [item for item in items if item.ts >= oldest]
+    from_parser = len(rejects)
+    sets, seqs, newest = sub.sets, sub.devices.setdefault(device_key, []), sub.newest_ts
+    for item in parsed.items:  # one pass: this runs for every reading-set received
+        ts = item.ts
+        if ts < oldest:
+            detail = f"ts is older than the retention of {rules.retention.days} days"
+            rejects.append(Reject(item.index, Reason.TOO_OLD, detail))
+            continue
+        sets.append((device_key, ts, item.values))
+        if item.seq is not None:
+            seqs.append(item.seq)
+        if newest is None or ts > newest:
+            newest = ts
+    sub.newest_ts = newest
+    if len(rejects) > from_parser:
         rejects.sort(key=lambda r: r.index)
-    sub.sets += [(device_key, item.ts, item.values) for item in items]
     if rejects:
         sub.dead_letters += dead_letters_for(
             rejects, body, source=source, device_id=device_id, received_at=sub.received_at
         )
-    sub.devices.setdefault(device_key, []).extend(
-        item.seq for item in items if item.seq is not None
-    )
-    if items:
-        newest = max(item.ts for item in items)
-        if sub.newest_ts is None or newest > sub.newest_ts:
-            sub.newest_ts = newest
     return rejects
 
 

@@ -20,8 +20,9 @@ import contextlib
 import enum
 import logging
 import random
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -104,13 +105,40 @@ class Delivery:
 
 Handler = Callable[[list[Delivery]], Awaitable[None]]
 _MAX_GROUP = 256  # messages handed to the handler at once
+_READ_BURST = 64  # packets read per wake-up of the socket
+
+
+class _BurstBridge(PahoLoopBridge):
+    """Reads the messages waiting on the socket in one turn of the loop, not one a turn.
+
+    paho's ``loop_read`` reads one packet, and a turn of the event loop per message is a
+    large share of a message's cost. Reading stops at the first call that delivers no
+    message (nothing left, a partial packet, or another kind of packet).
+    """
+
+    def __init__(
+        self, client: mqtt.Client, loop: asyncio.AbstractEventLoop, received: dict[str, int]
+    ) -> None:
+        super().__init__(client, loop)
+        self._received = received
+
+    def _add_reader(self, sock: socket.socket) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.add_reader(sock, self._read_burst)
+
+    def _read_burst(self) -> None:
+        for _ in range(_READ_BURST):
+            before = self._received["received"]
+            self.client.loop_read()
+            if self._received["received"] == before:
+                return
 
 
 class MqttConsumer:
     """Receives telemetry from the broker and hands it to ``handler``.
 
     ``handler`` gets the messages that arrived together (in order, at most 256) and must
-    eventually call :meth:`ack` for each (after commit); it only waits for room in the
+    eventually pass each to :meth:`ack` (after commit); it only waits for room in the
     pipeline, never for the commit itself.
     """
 
@@ -155,7 +183,7 @@ class MqttConsumer:
 
     async def start(self) -> None:
         """Start connecting (in the background) and handling messages."""
-        self._bridge = PahoLoopBridge(self._client, asyncio.get_running_loop())
+        self._bridge = _BurstBridge(self._client, asyncio.get_running_loop(), self.stats)
         self._tasks = [
             asyncio.create_task(self._link(), name="mqtt-link"),
             asyncio.create_task(self._bridge.housekeeping(), name="mqtt-misc"),
@@ -187,16 +215,21 @@ class MqttConsumer:
                 self._client.loop_write()
         METRICS.mqtt_connected.set(0)
 
-    def ack(self, delivery: Delivery) -> None:
-        """Acknowledge ``delivery`` unless it came on an earlier connection."""
-        if delivery.qos == 0:
-            return
-        if delivery.generation != self._generation or not self.connected:
-            self.stats["stale_acks"] += 1
-            return
-        self._client.ack(delivery.mid, delivery.qos)
-        self.stats["acked"] += 1
-        METRICS.mqtt_acks.inc()
+    def ack(self, deliveries: Iterable[Delivery]) -> None:
+        """Acknowledge ``deliveries``, except those that came on an earlier connection."""
+        acked = stale = 0
+        for delivery in deliveries:
+            if delivery.qos == 0:
+                continue
+            if delivery.generation != self._generation or not self.connected:
+                stale += 1
+                continue
+            self._client.ack(delivery.mid, delivery.qos)
+            acked += 1
+        self.stats["stale_acks"] += stale
+        self.stats["acked"] += acked
+        if acked:
+            METRICS.mqtt_acks.inc(acked)
 
     # --- the state machine -------------------------------------------------------------
 
@@ -248,7 +281,13 @@ class MqttConsumer:
         inbox = self._inbox
         while True:
             group = [await inbox.get()]
-            while not inbox.empty() and len(group) < _MAX_GROUP:
+            while len(group) < _MAX_GROUP:
+                if inbox.empty():
+                    # What arrives while the group forms is read on the next turn: give the
+                    # reader that turn, so a burst becomes one submission, not several.
+                    await asyncio.sleep(0)
+                    if inbox.empty():
+                        break
                 group.append(inbox.get_nowait())
             try:
                 await self._handler(group)
@@ -275,7 +314,10 @@ class MqttConsumer:
         self.state = LinkState.CONNECTED
         self.stats["connects"] += 1
         METRICS.mqtt_connected.set(1)
-        topic = f"$share/{self.settings.mqtt_share_group}/telemetry/#"
+        group = self.settings.mqtt_share_group
+        # No group: a plain subscription, which Mosquitto 2.0 restores across its restarts
+        # (a shared one it does not; docs/reliability.md). For a single consumer only.
+        topic = f"$share/{group}/telemetry/#" if group else "telemetry/#"
         client.subscribe(topic, qos=1)
         log.info(
             "connected to MQTT broker %r as %s (session %s), subscribed to %s",

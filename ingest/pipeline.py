@@ -168,6 +168,12 @@ class Pipeline:
                 batch.append(item)
                 rows += item[1]
             await self._flush_slots.acquire()
+            # What queued while every slot was busy joins this batch: under load, batches
+            # grow instead of waiting in line, and each costs its round trips only once.
+            while rows < max_rows and not self._queue.empty():
+                item = self._queue.get_nowait()
+                batch.append(item)
+                rows += item[1]
             task = asyncio.create_task(self._flush(batch), name="ingest-flush")
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)

@@ -69,8 +69,14 @@ class WorkerConfig:
 
     @property
     def mqtt_enabled(self) -> bool:
-        """Whether MQTT intake is on (``MQTT_URL=none`` turns it off)."""
-        return self.mqtt.mqtt_url.strip().lower() not in ("", "none", "off")
+        """Whether this worker consumes MQTT.
+
+        ``MQTT_URL=none`` turns it off. With a plain subscription (``MQTT_SHARE_GROUP=""``)
+        every subscriber gets every message, so only worker 0 consumes and the others serve
+        HTTP.
+        """
+        configured = self.mqtt.mqtt_url.strip().lower() not in ("", "none", "off")
+        return configured and (bool(self.mqtt.mqtt_share_group) or self.worker_index == 0)
 
     @property
     def client_id(self) -> str:
@@ -180,8 +186,7 @@ class MqttIntake:
         assert consumer is not None
         exc = fut.exception()
         if exc is None:
-            for delivery in deliveries:
-                consumer.ack(delivery)
+            consumer.ack(deliveries)
         else:
             self._retry_later(deliveries, exc)
 

@@ -102,7 +102,10 @@ class MqttSettings(BaseSettings):
         "mqtt://127.0.0.1:1883",
         description="broker URL, mqtt://user:pass@host:port or mqtts:// for TLS; 'none' disables",
     )
-    mqtt_share_group: str = Field("ingest", description="shared subscription group")
+    mqtt_share_group: str = Field(
+        "ingest",
+        description="shared subscription group; empty: a plain subscription (one consumer)",
+    )
     mqtt_client_id: str = Field(
         "", description="client id prefix (default ingest-<hostname>); worker index appended"
     )

@@ -1,0 +1,192 @@
+"""Cost model: CPU microseconds per 1,000 readings in each stage of the MQTT path.
+
+The readings come as the MQTT benchmark sends them: messages of 10 reading-sets of one
+value, 100 messages per 1,000 readings. Each stage is timed on its own, in this process,
+with ``time.process_time`` over ``--rounds`` x 1,000 readings (median of ``--runs``):
+
+- ``mqtt_receive``: a paho subscriber draining a QoS 1 backlog and acknowledging it (the
+  count-only subscriber of ingest_mqtt: socket reads, MQTT 5 decoding, PUBACKs);
+- ``parse``: the JSON parser alone (``pydantic_core.from_json``, as the wire module uses);
+- ``validate``: the rest of ``wire.parse_payload``: names, values and times checked, items;
+- ``batch``: items to a pipeline submission (``intake.add_items``) and the per-device
+  bookkeeping of a batch;
+- ``copy_encode``: the binary COPY buffer;
+- ``copy_commit``: ``BatchWriter.write`` of 5,000-row batches of new rows, client CPU
+  (encode included) and, as ``copy_commit_server``, the PostgreSQL backend's CPU;
+- ``dedup``: the same batches written again, every row a duplicate (the COPY fails, the
+  batch goes through the staging table and INSERT ... ON CONFLICT), client and server CPU.
+
+Prints one JSON line. Needs PostgreSQL (``DATABASE_URL`` or a private one) and Mosquitto
+(``MQTT_URL`` or a private one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+from pydantic_core import from_json
+
+from benchmarks.common import broker, database_server, default_path, scratch_database
+from benchmarks.ingest_mqtt import count_only
+from ingest.intake import IntakeRules, add_items
+from ingest.pipeline import Submission, _bookkeeping
+from ingest.wire import Format, parse_payload
+from ingest.writer import BatchWriter, ReadingSet, _copy_data
+
+READINGS_PER_MESSAGE = 10
+MESSAGES = 100  # 1,000 readings
+WRITE_BATCH_ROWS = 5_000
+_WRITER_BACKENDS = """
+SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend'
+"""
+
+
+def messages(start: datetime) -> list[bytes]:
+    """100 messages of 10 reading-sets, as ingest_mqtt publishes them."""
+    out = []
+    for m in range(MESSAGES):
+        base = start + timedelta(seconds=m * READINGS_PER_MESSAGE)
+        items = [
+            {"ts": (base + timedelta(seconds=k)).isoformat(), "seq": k, "values": {"v": float(k)}}
+            for k in range(READINGS_PER_MESSAGE)
+        ]
+        out.append(json.dumps(items).encode())
+    return out
+
+
+def per_1000(work: Callable[[], object], rounds: int) -> float:
+    """CPU µs of one call of ``work`` (which handles 1,000 readings)."""
+    started = time.process_time()
+    for _ in range(rounds):
+        work()
+    return (time.process_time() - started) / rounds * 1e6
+
+
+async def in_memory_stages(rounds: int) -> dict[str, float]:
+    """Parse, validate, batch and encode: no I/O."""
+    now = datetime.now(UTC)
+    bodies = messages(now - timedelta(hours=1))
+    rules = IntakeRules(retention=timedelta(days=30))
+
+    def parse() -> None:
+        for body in bodies:
+            from_json(body)
+
+    def parse_and_validate() -> None:
+        for body in bodies:
+            parse_payload(body, Format.JSON, "bench-00001", now)
+
+    parsed = [parse_payload(body, Format.JSON, "bench-00001", now) for body in bodies]
+
+    def batch() -> None:
+        sub = Submission(now)
+        for key, (body, one) in enumerate(zip(bodies, parsed, strict=True)):
+            add_items(
+                sub,
+                one,
+                body,
+                device_key=key,
+                device_id="bench-00001",
+                source="mqtt",
+                rules=rules,
+            )
+        _bookkeeping([sub])
+
+    sub = Submission(now)
+    for body, one in zip(bodies, parsed, strict=True):
+        add_items(sub, one, body, device_key=1, device_id="bench-00001", source="mqtt", rules=rules)
+    sets = sub.sets
+    parse_us = per_1000(parse, rounds)
+    return {
+        "parse": parse_us,
+        "validate": per_1000(parse_and_validate, rounds) - parse_us,
+        "batch": per_1000(batch, rounds),
+        "copy_encode": per_1000(lambda: _copy_data(sets, {"v": 1}), rounds),
+    }
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def writer_stages(
+    url: str, mode: Literal["plain", "timescale"], rows: int
+) -> dict[str, float]:
+    """Client and server CPU of writing new rows, then the same rows again (all duplicates)."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    sets: list[ReadingSet] = [
+        (1 + i % 100, start + timedelta(milliseconds=i), {"v": float(i)}) for i in range(rows)
+    ]
+    batches = [sets[i : i + WRITE_BATCH_ROWS] for i in range(0, rows, WRITE_BATCH_ROWS)]
+    out: dict[str, float] = {}
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO devices (device_id) SELECT 'c-' || g FROM generate_series(1, 100) g"
+        )
+        async with BatchWriter(url, mode=mode, pool_min=1, pool_max=1) as writer:
+            await writer.write([(1, start - timedelta(hours=1), {"v": 0.0})])  # the metric key
+            cur = await conn.execute(_WRITER_BACKENDS)
+            backends = [int(pid) for (pid,) in await cur.fetchall()]
+            for stage in ("copy_commit", "dedup"):
+                client, server = time.process_time(), _cpu_s(backends)
+                for batch in batches:
+                    result = await writer.write(batch)
+                    expected_new = len(batch) if stage == "copy_commit" else 0
+                    if result.accepted != expected_new:
+                        raise RuntimeError(f"{stage}: {result} for {len(batch)} rows")
+                out[stage] = (time.process_time() - client) / rows * 1e9
+                out[f"{stage}_server"] = (_cpu_s(backends) - server) / rows * 1e9
+    return out
+
+
+def main() -> int:
+    """Measure each stage and print one JSON line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200, help="1,000 readings each")
+    parser.add_argument("--rows", type=int, default=200_000, help="rows written a run")
+    parser.add_argument("--messages", type=int, default=10_000, help="MQTT backlog a run")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    runs: list[dict[str, float]] = []
+    with database_server() as admin, broker() as mqtt_url:
+        mode = default_path(admin)
+        for _ in range(args.runs):
+            stages = {"mqtt_receive": count_only(mqtt_url, args.messages, datetime.now(UTC))[1]}
+            stages["mqtt_receive"] *= MESSAGES
+            stages |= asyncio.run(in_memory_stages(args.rounds))
+            with scratch_database(admin, mode) as url:
+                stages |= asyncio.run(writer_stages(url, mode, args.rows))
+            runs.append(stages)
+    print(
+        json.dumps(
+            {
+                "benchmark": "cost_model",
+                "path": mode,
+                "runs": args.runs,
+                "readings_per_message": READINGS_PER_MESSAGE,
+                "cpu_us_per_1000_readings": {
+                    key: round(statistics.median(run[key] for run in runs)) for key in runs[0]
+                },
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
