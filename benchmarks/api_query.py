@@ -43,6 +43,14 @@ def _z(t: datetime) -> str:
 async def load(url: str, mode: Literal["plain", "timescale"], days: int, now: datetime) -> None:
     """One device at 1 Hz for ``days``; 10,000 devices with 4 metrics, 5 readings each."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        if mode == "timescale":
+            # The aggregates' own refresh jobs would race the refresh below
+            # (LockNotAvailable) and compete with the timed requests: pause them here.
+            await conn.execute(
+                "SELECT alter_job(job_id, scheduled => false)"
+                " FROM timescaledb_information.jobs"
+                " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+            )
         await conn.execute(
             "INSERT INTO devices (device_id) SELECT 'dev-' || lpad(g::text, 5, '0')"
             " FROM generate_series(0, %s) g",
