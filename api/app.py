@@ -7,6 +7,7 @@ the way down (``cleanup_ctx``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from api import export, queries, routes_devices, routes_fleet, routes_readings
 from api.auth import KeyStore
+from api.broker import BROKER, BrokerAdmin, BrokerError
 from api.context import DATABASE, KEYS, SETTINGS
 from api.database import Database
 from api.errors import DatabaseUnavailableError, RateLimitedError, RequestError
@@ -23,7 +25,7 @@ from api.metrics import METRICS, render
 from api.models import Health, NoParams, Readiness
 from api.openapi import openapi_document
 from api.routing import Endpoint, Reply, Router
-from api.settings import ApiSettings
+from api.settings import ApiSettings, BrokerSettings
 from api.version import __version__
 from ingest.errors import one_line
 from ingest.ratelimit import TokenBuckets
@@ -136,6 +138,15 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
             "database unavailable, retry later",
             **{"Retry-After": _RETRY_AFTER_S},
         )
+    except BrokerError:
+        # Logged where the device is known (api.routes_devices).
+        response = _error(
+            503,
+            "broker_unavailable",
+            "the MQTT broker did not confirm the device credentials; nothing was changed,"
+            " retry later",
+            **{"Retry-After": _RETRY_AFTER_S},
+        )
     except web.HTTPException as exc:
         if exc.empty_body:
             raise
@@ -146,9 +157,28 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
     return response
 
 
-def create_app(settings: ApiSettings, database: DatabaseSettings) -> web.Application:
-    """Build the application; the pool is opened when it starts."""
-    app = web.Application(middlewares=[_errors_and_metrics])
+@web.middleware
+async def _body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read a request body within ``API_READ_TIMEOUT_S`` (408 after), before the handler."""
+    if request.body_exists:
+        timeout_s = request.app[SETTINGS].api_read_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                await request.read()  # kept by the request: handlers read it again for free
+        except TimeoutError:
+            detail = f"the body did not arrive within {timeout_s:g} s (API_READ_TIMEOUT_S)"
+            return _error(408, "timeout", detail, Connection="close")
+    return await handler(request)
+
+
+def create_app(
+    settings: ApiSettings, database: DatabaseSettings, broker: BrokerSettings | None = None
+) -> web.Application:
+    """Build the application; the pool is opened when it starts.
+
+    With ``broker.api_broker_admin_url`` set, device credentials are provisioned in the broker.
+    """
+    app = web.Application(middlewares=[_errors_and_metrics, _body_deadline])
     app[SETTINGS] = settings
     db = Database(
         database.database_url,
@@ -159,6 +189,10 @@ def create_app(settings: ApiSettings, database: DatabaseSettings) -> web.Applica
     )
     app[DATABASE] = db
     admin_key = settings.api_admin_key.get_secret_value() if settings.api_admin_key else None
+    if broker is not None and broker.api_broker_admin_url is not None:
+        app[BROKER] = BrokerAdmin(
+            broker.api_broker_admin_url.get_secret_value(), timeout_s=broker.api_broker_timeout_s
+        )
     app[KEYS] = KeyStore(
         admin_key, TokenBuckets(settings.api_rate_per_key, settings.api_burst_per_key)
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +13,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from api import queries
+from api.broker import BROKER, BrokerAdmin, BrokerError
 from api.context import DATABASE, SETTINGS
 from api.errors import ConflictError, NotFoundError
 from api.models import (
@@ -36,7 +39,30 @@ from ingest.registry import DeviceExistsError, create_device, rotate_token
 
 __all__ = ["device_key", "metric_keys", "router"]
 
+log = logging.getLogger(__name__)
+
 router = Router()
+
+
+def _broker(request: web.Request) -> BrokerAdmin | None:
+    """Return the broker admin when credentials are provisioned (API_BROKER_ADMIN_URL)."""
+    return request.app.get(BROKER)
+
+
+async def _confirm(device_id: str, action: str, change: Awaitable[None]) -> None:
+    """Await a broker change; on failure log it by device and let the database roll back."""
+    try:
+        await change
+    except BrokerError as exc:
+        log.warning(
+            "device %s: the MQTT broker did not confirm its %s (%s); the %s was rolled back:"
+            " check that the broker runs and API_BROKER_ADMIN_URL, then retry",
+            device_id,
+            action,
+            exc,
+            action,
+        )
+        raise
 
 
 def _status_params(settings: ApiSettings) -> dict[str, Any]:
@@ -93,8 +119,13 @@ async def metric_keys(conn: AsyncConnection[TupleRow], names: str | None) -> dic
     errors=[Reply(409, "the device id is taken", ErrorBody)],
 )
 async def post_device(request: web.Request, _params: NoParams, body: CreateDevice) -> DeviceCreated:
-    """Register a device and return its token (shown once, stored hashed)."""
-    async with request.app[DATABASE].connection() as conn:
+    """Register a device and return its token (shown once, stored hashed).
+
+    With broker provisioning on, the device's MQTT credentials are in the broker before
+    the registration commits; if the broker does not confirm, nothing is registered.
+    """
+    broker = _broker(request)
+    async with request.app[DATABASE].connection() as conn, conn.transaction():
         try:
             new = await create_device(
                 conn,
@@ -105,6 +136,12 @@ async def post_device(request: web.Request, _params: NoParams, body: CreateDevic
             )
         except DeviceExistsError as exc:
             raise ConflictError(str(exc)) from exc
+        if broker is not None:
+            # A client the broker made before failing has a password nobody was shown;
+            # registering the id again replaces it.
+            await _confirm(
+                new.device_id, "registration", broker.put_device(new.device_id, new.token)
+            )
     return DeviceCreated(device_id=new.device_id, token=new.token)
 
 
@@ -165,6 +202,9 @@ async def delete_device(request: web.Request, params: DeviceParams) -> web.Strea
             await conn.execute(queries.DELETE_DEVICE_ROLLUPS_1H, [key])
         await conn.execute(queries.DELETE_DEVICE_LATEST, [key])
         await conn.execute(queries.DELETE_DEVICE, [key])
+        broker = _broker(request)
+        if broker is not None:
+            await _confirm(params.device_id, "deletion", broker.remove_device(params.device_id))
     return web.Response(status=204)
 
 
@@ -178,11 +218,15 @@ async def delete_device(request: web.Request, params: DeviceParams) -> web.Strea
     description="the new token, shown this once",
 )
 async def rotate_device_token(request: web.Request, params: DeviceParams) -> TokenRotated:
-    """Give a device a new token; the old one stops working."""
-    async with request.app[DATABASE].connection() as conn:
+    """Give a device a new token; the old one stops working (in the broker too)."""
+    broker = _broker(request)
+    async with request.app[DATABASE].connection() as conn, conn.transaction():
         token = await rotate_token(conn, params.device_id)
-    if token is None:
-        raise NotFoundError(f"no device {params.device_id!r}")
+        if token is None:
+            raise NotFoundError(f"no device {params.device_id!r}")
+        if broker is not None:
+            change = broker.set_device_password(params.device_id, token)
+            await _confirm(params.device_id, "token rotation", change)
     return TokenRotated(device_id=params.device_id, token=token)
 
 

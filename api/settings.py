@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiSettings"]
+__all__ = ["ApiSettings", "BrokerAccountSettings", "BrokerSettings"]
 
 
 class ApiSettings(BaseSettings):
@@ -26,6 +26,13 @@ class ApiSettings(BaseSettings):
         50.0, gt=0, description="requests per second an API key may make (429 above)"
     )
     api_burst_per_key: int = Field(100, ge=1, description="requests an API key may burst")
+    api_tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS")
+    api_tls_key: str | None = Field(None, description="PEM private key of the certificate")
+    api_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="longest a client may take to send its headers or body (408 or cut after)",
+    )
     api_max_points: int = Field(
         10_000, ge=1, le=1_000_000, description="points per series in one response (400 above)"
     )
@@ -45,4 +52,35 @@ class ApiSettings(BaseSettings):
     )
     api_statement_timeout_s: float = Field(
         30.0, gt=0, description="longest a query may run (exports are exempt)"
+    )
+
+
+class BrokerSettings(BaseSettings):
+    """MQTT broker provisioning: device credentials made effective in Mosquitto."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    api_broker_admin_url: SecretStr | None = Field(
+        None,
+        description="mqtt://admin:password@host:1883 of Mosquitto's dynamic security admin;"
+        " unset: devices get no broker credentials (never logged)",
+    )
+    api_broker_timeout_s: float = Field(
+        5.0, gt=0, description="longest the broker may take to confirm a change (503 after)"
+    )
+
+
+class BrokerAccountSettings(BaseSettings):
+    """Broker accounts of the services, created by ``python -m api broker-setup``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    mqtt_ingest_username: str = Field("ingest", description="the ingest's broker username")
+    mqtt_ingest_password: SecretStr = Field(
+        description="the ingest's broker password (required, never logged)"
+    )
+    mqtt_share_group: str = Field("ingest", description="shared subscription group of ingest")
+    mqtt_simulator_username: str = Field("simulator", description="the simulator's broker username")
+    mqtt_simulator_password: SecretStr | None = Field(
+        None, description="the simulator's broker password; unset: no simulator account"
     )

@@ -1,0 +1,291 @@
+"""Device credentials in the MQTT broker, through Mosquitto's dynamic security plugin.
+
+A device's broker username is its device id and its password is its device token; its
+role ``device:{id}`` lets it publish to ``telemetry/{id}``, ``telemetry/{id}/...`` and its
+retained ``status/{id}`` (with the Last Will), and nothing else. The plugin's ACLs have no
+``%u`` substitution in Mosquitto 2.0, hence one role per device.
+
+Each operation is one short MQTT 5 connection as the plugin's admin: subscribe to the
+response topic, publish the commands to ``$CONTROL/dynamic-security/v1`` with a
+correlation id, wait for the answers. Commands of one message run in order, so
+:meth:`BrokerAdmin.put_device` first deletes whatever an earlier, half-finished attempt
+left and then creates the role and the client: it can be repeated safely.
+
+Exception tree::
+
+    ApiError
+     └── BrokerError                 the broker did not confirm a change (HTTP 503)
+          ├── BrokerUnavailableError cannot connect, log in, or no answer in time
+          └── BrokerRefusedError     the plugin answered a command with an error
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from aiohttp import web
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from api.errors import ApiError
+from ingest.mqtt import BrokerAddress, parse_mqtt_url
+
+__all__ = [
+    "BROKER",
+    "BrokerAdmin",
+    "BrokerError",
+    "BrokerRefusedError",
+    "BrokerUnavailableError",
+    "ServiceAccount",
+    "device_acls",
+    "device_role",
+    "ingest_account",
+    "simulator_account",
+]
+
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
+_KEEPALIVE_S = 30
+# Answers that mean "already as wanted" when removing things.
+_ABSENT = frozenset({"Client not found", "Role not found"})
+
+Command = dict[str, Any]
+
+
+class BrokerError(ApiError):
+    """The broker did not confirm a change of credentials; the caller should retry later."""
+
+
+class BrokerUnavailableError(BrokerError):
+    """The broker cannot be reached, refuses the admin login, or does not answer in time."""
+
+
+class BrokerRefusedError(BrokerError):
+    """The dynamic security plugin answered a command with an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    """A broker account of a service (ingest, simulator) with the ACLs of its role."""
+
+    username: str
+    password: str
+    acls: tuple[Command, ...]
+
+    @property
+    def role(self) -> str:
+        """Name of the account's role."""
+        return f"service:{self.username}"
+
+    def __repr__(self) -> str:  # never print the password
+        return f"ServiceAccount({self.username!r})"
+
+
+def device_role(device_id: str) -> str:
+    """Name of the role holding ``device_id``'s ACLs."""
+    return f"device:{device_id}"
+
+
+def device_acls(device_id: str) -> list[Command]:
+    """ACLs of a device: publish its own telemetry and status topics, nothing else.
+
+    Device ids cannot hold ``/``, ``+`` or ``#`` (wire format), so each topic names
+    exactly one device; ``telemetry/{id}/#`` also matches ``telemetry/{id}`` itself.
+    """
+    return [
+        {"acltype": "publishClientSend", "topic": f"telemetry/{device_id}/#", "allow": True},
+        {"acltype": "publishClientSend", "topic": f"status/{device_id}", "allow": True},
+    ]
+
+
+def ingest_account(username: str, password: str, share_group: str) -> ServiceAccount:
+    """Describe the ingest's account: it may only join the shared subscription to all telemetry."""
+    return ServiceAccount(
+        username,
+        password,
+        (
+            {
+                "acltype": "subscribePattern",
+                "topic": f"$share/{share_group}/telemetry/#",
+                "allow": True,
+            },
+            {"acltype": "publishClientReceive", "topic": "telemetry/#", "allow": True},
+        ),
+    )
+
+
+def simulator_account(username: str, password: str) -> ServiceAccount:
+    """Describe the load generator's account: it may publish any device's telemetry only."""
+    return ServiceAccount(
+        username,
+        password,
+        ({"acltype": "publishClientSend", "topic": "telemetry/#", "allow": True},),
+    )
+
+
+def _put_client(username: str, password: str, role: str, acls: Sequence[Command]) -> list[Command]:
+    return [
+        {"command": "deleteClient", "username": username},
+        {"command": "deleteRole", "rolename": role},
+        {"command": "createRole", "rolename": role, "acls": list(acls)},
+        {
+            "command": "createClient",
+            "username": username,
+            "password": password,
+            "roles": [{"rolename": role}],
+        },
+    ]
+
+
+def _remove_client(username: str, role: str) -> list[Command]:
+    return [
+        {"command": "deleteClient", "username": username},
+        {"command": "deleteRole", "rolename": role},
+    ]
+
+
+class BrokerAdmin:
+    """Changes device and service credentials in Mosquitto's dynamic security plugin."""
+
+    def __init__(self, admin_url: str, *, timeout_s: float = 5.0) -> None:
+        self.address: BrokerAddress = parse_mqtt_url(admin_url)
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        return f"BrokerAdmin({self.address!r})"
+
+    async def put_device(self, device_id: str, token: str) -> None:
+        """Create (or replace) the broker client of ``device_id`` with ``token`` as password."""
+        role = device_role(device_id)
+        await self.run(_put_client(device_id, token, role, device_acls(device_id)))
+
+    async def set_device_password(self, device_id: str, token: str) -> None:
+        """Give ``device_id`` a new password (its rotated token); create it if missing.
+
+        Changing a password disconnects the sessions that logged in with the old one.
+        A device registered before provisioning was enabled has no broker client yet.
+        """
+        answers = await self.run(
+            [{"command": "setClientPassword", "username": device_id, "password": token}],
+            tolerate=frozenset({"Client not found"}),
+        )
+        if answers[0].get("error"):
+            await self.put_device(device_id, token)
+
+    async def remove_device(self, device_id: str) -> None:
+        """Delete the broker client and role of ``device_id`` (disconnecting it), if any."""
+        await self.run(_remove_client(device_id, device_role(device_id)), tolerate=_ABSENT)
+
+    async def put_service(self, account: ServiceAccount) -> None:
+        """Create (or replace) a service account with its role."""
+        await self.run(_put_client(account.username, account.password, account.role, account.acls))
+
+    async def run(
+        self, commands: list[Command], *, tolerate: frozenset[str] = _ABSENT
+    ) -> list[Command]:
+        """Send ``commands`` in one message and return the answers, in order.
+
+        Errors named in ``tolerate`` are returned; others raise BrokerRefusedError.
+        """
+        answers = await asyncio.to_thread(self._exchange, commands)
+        for command, answer in zip(commands, answers, strict=True):
+            error = answer.get("error")
+            if error and error not in tolerate:
+                raise BrokerRefusedError(
+                    f"the broker refused {command['command']}: {error}"
+                    f" (is {self.address.username!r} the dynamic security admin?)"
+                )
+        return answers
+
+    def _exchange(self, commands: list[Command]) -> list[Command]:
+        """Run one connection: subscribe, publish, collect the correlated answers."""
+        exchange = _Exchange(commands)
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"api-dynsec-{exchange.correlation}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set()
+        client.on_connect = exchange.on_connect
+        client.on_subscribe = exchange.on_subscribe
+        client.on_message = exchange.on_message
+        client.connect_timeout = self.timeout_s
+        try:
+            client.connect(self.address.host, self.address.port, keepalive=_KEEPALIVE_S)
+        except OSError as exc:
+            raise BrokerUnavailableError(
+                f"cannot connect to the broker at {self.address!r}: {exc}"
+            ) from exc
+        client.loop_start()
+        try:
+            answered = exchange.done.wait(self.timeout_s)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        if exchange.failure:
+            raise BrokerUnavailableError(exchange.failure[0])
+        if not answered:
+            raise BrokerUnavailableError(
+                f"the broker at {self.address!r} did not answer within {self.timeout_s:g} s"
+                " (is the dynamic security plugin loaded?)"
+            )
+        return [exchange.answers[i] for i in exchange.ids]
+
+
+class _Exchange:
+    """State of one admin connection; paho calls its methods from its network thread."""
+
+    def __init__(self, commands: list[Command]) -> None:
+        self.correlation = secrets.token_hex(8)
+        self.ids = [f"{self.correlation}:{i}" for i in range(len(commands))]
+        self.payload = json.dumps(
+            {
+                "commands": [
+                    c | {"correlationData": i} for c, i in zip(commands, self.ids, strict=True)
+                ]
+            }
+        )
+        self.answers: dict[str, Command] = {}
+        self.failure: list[str] = []
+        self.done = threading.Event()
+
+    def on_connect(self, c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
+        if reason.is_failure:
+            self.failure.append(f"the broker refused the admin login: {reason}")
+            self.done.set()
+        else:
+            c.subscribe(RESPONSE_TOPIC, qos=1)
+
+    def on_subscribe(
+        self, c: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Any
+    ) -> None:
+        if reasons[0].is_failure:
+            self.failure.append(f"the broker refused the subscription to {RESPONSE_TOPIC}")
+            self.done.set()
+        else:
+            c.publish(CONTROL_TOPIC, self.payload, qos=1)
+
+    def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            responses = json.loads(msg.payload)["responses"]
+        except (ValueError, KeyError, TypeError):
+            return
+        for response in responses:
+            if isinstance(response, dict) and response.get("correlationData") in self.ids:
+                self.answers[response["correlationData"]] = response
+        if len(self.answers) == len(self.ids):
+            self.done.set()
+
+
+BROKER = web.AppKey("broker", BrokerAdmin)
