@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -107,6 +108,14 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         parse_mqtt_url(config.mqtt.mqtt_url)  # fail here, with one line, not in a worker
     if bool(config.http.http_tls_cert) != bool(config.http.http_tls_key):
         raise ConfigError("HTTP_TLS_CERT and HTTP_TLS_KEY go together")
+    if config.http.http_tls_cert:
+        try:  # here, with one line, not in a worker that the supervisor restarts
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(config.http.http_tls_cert, config.http.http_tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load HTTP_TLS_CERT/HTTP_TLS_KEY ({config.http.http_tls_cert}): {exc}"
+            ) from exc
     return config
 
 

@@ -4,7 +4,8 @@ A response is sent only after the readings it reports are committed. Status code
 200 with per-item results; 400 malformed body (named, and dead-lettered); 401 missing or
 unknown token; 413 body over ``HTTP_MAX_BODY_BYTES`` (after gzip decoding); 415 content
 type; 429 per-device rate limit; 503 database unavailable or queue full. 429 and 503 carry
-``Retry-After``.
+``Retry-After``. A body that has not fully arrived ``HTTP_READ_TIMEOUT_S`` after the
+handler started reading it is answered 408 and the connection closed.
 """
 
 from __future__ import annotations
@@ -87,8 +88,18 @@ async def _authenticate(request: web.Request, intake: Intake) -> DeviceRef:
 
 
 async def _read_body(request: web.Request, intake: Intake) -> bytes:
+    timeout_s = intake.http.http_read_timeout_s
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError as exc:
+        # A client that stalls mid-body would otherwise hold a connection and a task forever.
+        raise Problem(
+            408,
+            "timeout",
+            f"the body did not arrive within {timeout_s:g} s (HTTP_READ_TIMEOUT_S)",
+            Connection="close",
+        ) from exc
     except web.HTTPRequestEntityTooLarge as exc:
         METRICS.rejected.labels("http", Reason.TOO_LARGE.value).inc()
         raise Problem(

@@ -346,6 +346,8 @@ def run_worker(config: WorkerConfig) -> None:
         reuse_port=True,
         ssl_context=ssl_context,
         shutdown_timeout=30,
+        # Also closes connections that never finish their headers (slow-loris clients).
+        keepalive_timeout=config.http.http_read_timeout_s,
         print=None,
         access_log=None,
     )

@@ -91,6 +91,11 @@ class HttpSettings(BaseSettings):
     http_burst_per_device: int = Field(40, ge=1, description="requests a device may burst")
     http_tls_cert: str | None = Field(None, description="PEM certificate: serve HTTPS")
     http_tls_key: str | None = Field(None, description="PEM private key of the certificate")
+    http_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="longest a client may take to send its headers or body (408 or cut after)",
+    )
 
 
 class MqttSettings(BaseSettings):
