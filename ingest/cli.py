@@ -106,6 +106,12 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
     )
     if config.mqtt_enabled:
         parse_mqtt_url(config.mqtt.mqtt_url)  # fail here, with one line, not in a worker
+        if config.mqtt.mqtt_protocol == "3.1.1" and config.mqtt.mqtt_share_group:
+            raise ConfigError(
+                "MQTT_PROTOCOL=3.1.1 has no shared subscriptions: set MQTT_SHARE_GROUP empty"
+                f" (now {config.mqtt.mqtt_share_group!r}; one consumer, in worker 0)"
+                " or use MQTT_PROTOCOL=5"
+            )
     if bool(config.http.http_tls_cert) != bool(config.http.http_tls_key):
         raise ConfigError("HTTP_TLS_CERT and HTTP_TLS_KEY go together")
     if config.http.http_tls_cert:

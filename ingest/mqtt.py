@@ -1,10 +1,17 @@
-"""MQTT intake: a paho-mqtt 2.x (MQTT 5) client driven by the asyncio event loop.
+"""MQTT intake: a paho-mqtt 2.x (MQTT 5 or 3.1.1) client driven by the asyncio event loop.
 
 The client joins the shared subscription ``$share/<group>/telemetry/#`` at QoS 1 with a
 persistent session and manual acknowledgement: a PUBACK is sent only when the batch that
 holds the message has committed (or its dead letter has). ``mqtt_receive_window`` is the
 Receive Maximum we announce, so at most that many messages are unacknowledged at once; a
 full pipeline therefore slows the broker down instead of growing memory.
+
+``MQTT_PROTOCOL=3.1.1`` is for brokers without MQTT 5 (amqtt): a plain subscription to
+``telemetry/#`` (MQTT 3.1.1 has no shared subscriptions), clean_session=False for a
+persistent session, the same manual acknowledgement, and no CONNECT properties. With no
+Receive Maximum to announce, the broker's own in-flight limit governs the flow (Mosquitto's
+``max_inflight_messages``; amqtt has none), and the session lasts as long as the broker
+keeps it.
 
 Connection handling is a small state machine (:class:`LinkState`): DISCONNECTED →
 CONNECTING → CONNECTED, and back through BACKOFF after a failure, waiting a capped,
@@ -158,11 +165,16 @@ class MqttConsumer:
         self._client = self._make_client()
         self.stats = dict.fromkeys(("received", "acked", "stale_acks", "connects"), 0)
 
+    @property
+    def _mqtt5(self) -> bool:
+        return self.settings.mqtt_protocol == "5"
+
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5 if self._mqtt5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self._mqtt5 else False,
             reconnect_on_failure=False,
         )
         client.manual_ack_set(on=True)
@@ -261,19 +273,18 @@ class MqttConsumer:
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
     async def _connect(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
-        props.ReceiveMaximum = self.settings.mqtt_receive_window
+        options: dict[str, Any] = {}
+        if self._mqtt5:  # 3.1.1: clean_session=False, set on the client, keeps the session
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
+            props.ReceiveMaximum = self.settings.mqtt_receive_window
+            options = {"clean_start": False, "properties": props}
         loop = asyncio.get_running_loop()
         # The TCP (and TLS) handshake blocks: keep it off the event loop.
         await loop.run_in_executor(
             None,
             lambda: self._client.connect(
-                self.address.host,
-                self.address.port,
-                keepalive=_KEEPALIVE_S,
-                clean_start=False,
-                properties=props,
+                self.address.host, self.address.port, keepalive=_KEEPALIVE_S, **options
             ),
         )
 
@@ -303,10 +314,13 @@ class MqttConsumer:
         self, client: mqtt.Client, _u: Any, flags: Any, reason: ReasonCode, _p: Any
     ) -> None:
         if reason.is_failure:
-            log.error(
-                "MQTT broker refused the connection: %s (check MQTT_URL credentials and ACL)",
-                reason,
+            hint = (
+                "a broker without MQTT 5, such as amqtt, needs MQTT_PROTOCOL=3.1.1"
+                " and MQTT_SHARE_GROUP= (empty)"
+                if self._mqtt5 and reason == "Unsupported protocol version"
+                else "check MQTT_URL credentials and ACL"
             )
+            log.error("MQTT broker refused the connection: %s (%s)", reason, hint)
             self._lost.set()
             self._answered.set()
             return

@@ -21,6 +21,7 @@ __all__ = [
     "DatabaseSettings",
     "HttpSettings",
     "IntakeSettings",
+    "MqttProtocol",
     "MqttSettings",
     "ServeSettings",
     "StorageMode",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 StorageMode = Literal["auto", "timescale", "plain"]
+MqttProtocol = Literal["5", "3.1.1"]
 
 
 class DatabaseSettings(BaseSettings):
@@ -110,6 +112,11 @@ class MqttSettings(BaseSettings):
     mqtt_share_group: str = Field(
         "ingest",
         description="shared subscription group; empty: a plain subscription (one consumer)",
+    )
+    mqtt_protocol: MqttProtocol = Field(
+        "5",
+        description="MQTT version, 5 or 3.1.1 (brokers without MQTT 5, such as amqtt;"
+        " no shared subscription: needs an empty MQTT_SHARE_GROUP)",
     )
     mqtt_client_id: str = Field(
         "", description="client id prefix (default ingest-<hostname>); worker index appended"

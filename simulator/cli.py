@@ -16,11 +16,13 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import get_args
 
+from ingest.settings import MqttProtocol
 from simulator import __version__
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
-from simulator.demo import DemoConfig, clean, run_demo
+from simulator.demo import Broker, DemoConfig, clean, run_demo
 from simulator.errors import ConfigError, SimulatorError
 from simulator.faults import FaultConfig
 from simulator.fleet import Fleet, parse_protocols
@@ -62,6 +64,13 @@ def _add_common(
         "--mqtt-url",
         default=env.get("MQTT_URL", "mqtt://127.0.0.1:1883"),
         help="broker, mqtt://[user:pass@]host:port or mqtts:// (MQTT_URL)",
+    )
+    where.add_argument(
+        "--mqtt-protocol",
+        choices=get_args(MqttProtocol),
+        default="5",
+        help="MQTT version of the devices: 3.1.1 for brokers without MQTT 5, such as amqtt"
+        " (%(default)s)",
     )
     fleet = cmd.add_argument_group("fleet")
     fleet.add_argument("--devices", type=int, default=100, help="virtual devices (%(default)s)")
@@ -183,7 +192,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd = commands.add_parser(
         "demo",
         help="run the whole platform here, with a simulated fleet (make demo)",
-        description="Start a private PostgreSQL and Mosquitto, migrate, start the ingest and"
+        description="Start a private PostgreSQL and MQTT broker, migrate, start the ingest and"
         " the query API, run a simulated fleet and print where to look. Ctrl-C stops it all;"
         " the data stays in --data-dir for the next run (see docs/quickstart.md).",
     )
@@ -201,7 +210,20 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cmd.add_argument(
         "--mqtt-port", type=int, help="MQTT port (default: the last one used, 11883, or free)"
     )
-    cmd.add_argument("--no-mqtt", action="store_true", help="no broker: devices use HTTP only")
+    cmd.add_argument(
+        "--broker",
+        choices=get_args(Broker),
+        default="auto",
+        help="MQTT broker: auto (Mosquitto where installed, else amqtt, else none), mosquitto,"
+        " amqtt (pure Python, lower limits) or none (devices use HTTP only) (%(default)s)",
+    )
+    cmd.add_argument(
+        "--no-mqtt",
+        dest="broker",
+        action="store_const",
+        const="none",
+        help="the same as --broker none",
+    )
     cmd.add_argument(
         "--summary-s", type=float, default=5.0, help="seconds between summary lines (%(default)s)"
     )
@@ -237,6 +259,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Endpoints]:
         anomaly_rate=args.anomaly_rate,
         drain_s=args.drain_s,
         devices_per_connection=args.devices_per_connection,
+        mqtt_protocol=args.mqtt_protocol,
         http_connections=args.http_connections,
         faults=faults,
     )
@@ -273,7 +296,7 @@ async def _demo(args: argparse.Namespace) -> int:
         ingest_port=args.ingest_port,
         pg_port=args.pg_port,
         mqtt_port=args.mqtt_port,
-        mqtt=not args.no_mqtt,
+        broker=args.broker,
         summary_interval_s=args.summary_s,
     )
     return await run_demo(config)

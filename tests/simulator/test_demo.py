@@ -5,10 +5,14 @@ readings to be stored (seen through the query API with the key it printed), and 
 stopped with SIGINT: exit 0 and none of its processes (PostgreSQL, broker, ingest and its
 workers, API) left. The second run on the same directory, without MQTT, must show the
 first run's readings and accept the same admin key; then ``--clean`` removes it all.
+A run forced to ``--broker amqtt`` (what a machine without Mosquitto gets) carries the
+MQTT devices' readings over MQTT 3.1.1 and stops as cleanly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import queue
 import shutil
@@ -29,7 +33,8 @@ from typing import Any
 import psutil
 import pytest
 
-from simulator.services import free_port
+from simulator import demo
+from simulator.services import AmqttServer, ServiceNotInstalledError, free_port
 
 DEVICES = 10
 
@@ -200,6 +205,44 @@ def test_demo_runs_stops_cleanly_and_keeps_its_data(data_dir: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert not data_dir.exists()
+
+
+def test_demo_over_amqtt_carries_mqtt_devices_and_stops_cleanly(data_dir: Path) -> None:
+    ports = ("--pg-port", str(free_port()), "--mqtt-port", str(free_port()))
+    run = Launcher(data_dir, "--broker", "amqtt", *ports)
+    try:
+        key = run.wait_for("API_ADMIN_KEY=").partition("=")[2]
+        assert any(line.startswith("amqtt ") and "lower limits" in line for line in run.output)
+        assert any("(amqtt, MQTT 3.1.1)" in line for line in run.output)
+        # Devices 0 and 2 of the fleet send over MQTT only (wire v1 and SenML).
+        for device in ("demo-00000", "demo-00002"):
+            _poll(f"{device}'s readings over MQTT", lambda d=device: run.latest(d, key))
+        processes = _processes(data_dir, psutil.Process(run.proc.pid))
+        assert "amqtt" in json.loads((data_dir / "run.json").read_text())
+        assert run.stop() == 0
+    finally:
+        run.kill()
+    assert [p.pid for p in processes if _alive(p)] == []
+    assert not (data_dir / "run.json").exists()
+
+
+async def test_auto_takes_amqtt_where_mosquitto_is_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def absent() -> Path:
+        raise ServiceNotInstalledError("mosquitto not found")
+
+    monkeypatch.setattr(demo, "find_mosquitto", absent)
+    out = io.StringIO()
+    async with contextlib.AsyncExitStack() as stack:
+        run = demo._Demo(demo.DemoConfig(data_dir=tmp_path), out, stack)
+        await run._start_broker(free_port())
+        broker = run.broker
+        assert isinstance(broker, AmqttServer)
+        assert broker.pid is not None
+        assert (run.mqtt_protocol, run.mqtt_url) == ("3.1.1", broker.url)
+    assert not broker.running
+    assert "stands in for Mosquitto, which is not installed, with lower limits" in out.getvalue()
 
 
 def test_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
