@@ -1,9 +1,9 @@
 """Run every benchmark, keep their JSON lines, and print one table of figures and targets.
 
-``python -m benchmarks`` (``make bench``) runs each benchmark as its own process, in an
-order where later ones use earlier figures (the latency run publishes at half the rate the
-MQTT drain sustained), and writes ``benchmarks/results/<UTC time>.json`` and
-``latest.json``: every JSON line, the arguments, the time each took and the load average
+``python -m benchmarks`` (``make bench``) runs each benchmark as its own process (the
+latency run finds the sustained rate itself, with its publisher running beside the
+service, and publishes at half of it), and writes ``benchmarks/results/<UTC time>.json``
+and ``latest.json``: every JSON line, the arguments, the time each took and the load average
 around it (the machine may be shared: every ratio is measured side by side in one run).
 ``--quick`` (or ``BENCH_QUICK=1``) uses small sizes and one run each: a smoke test of the
 machinery, not figures to publish. ``--only NAME`` runs a subset.
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).parent / "results"
-_DEFAULT_E2E_RATE = 1000.0
 
 Line = dict[str, Any]
 Row = tuple[str, str, str, str, str, str]  # figure, ours, baseline, ratio, target, met?
@@ -186,7 +185,7 @@ BENCHMARKS = (
         ("--messages", "1000", "--hobby-messages", "200", "--runs", "1"),
         _mqtt_rows,
     ),
-    Benchmark("e2e_latency", (), ("--seconds", "4", "--runs", "1"), _e2e_rows),
+    Benchmark("e2e_latency", (), ("--rate", "200", "--seconds", "4", "--runs", "1"), _e2e_rows),
     Benchmark(
         "cost_model",
         (),
@@ -231,15 +230,6 @@ def _run(bench: Benchmark, args: Sequence[str], timeout_s: float) -> dict[str, A
     }
 
 
-def _e2e_rate(records: list[dict[str, Any]]) -> float:
-    """Half the 2-worker rate the MQTT drain sustained in this run, if it ran."""
-    for record in records:
-        for line in record["lines"]:
-            if line["benchmark"] == "ingest_mqtt":
-                return round(float(line["ingest_2_workers_msg_s"]) / 2)
-    return _DEFAULT_E2E_RATE
-
-
 def table(records: list[dict[str, Any]]) -> str:
     """The figures as a Markdown table: figure, ours, baseline, ratio, target, met?."""
     by_name = {bench.name: bench for bench in BENCHMARKS}
@@ -277,8 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     for bench in chosen:
         bench_args = list(bench.quick if args.quick else bench.full)
-        if bench.name == "e2e_latency":
-            bench_args += ["--rate", str(_e2e_rate(records) if not args.quick else 200)]
         records.append(_run(bench, bench_args, 600 if args.quick else 3600))
     text = table(records)
     result = {
