@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -349,8 +350,50 @@ class BrokerTls:
     port: int = field(default_factory=free_port)
 
 
+class _BrokerProcess(ABC):
+    """What the broker launchers share: their process, and stopping it."""
+
+    _proc: subprocess.Popen[bytes] | None
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the broker and wait until it accepts connections."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the broker process while it runs."""
+        return self._proc.pid if self._proc is not None and self.running else None
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the broker: SIGTERM (Mosquitto then saves its persistence file) or SIGKILL."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 @dataclass
-class MosquittoServer:
+class MosquittoServer(_BrokerProcess):
     """A private Mosquitto broker on 127.0.0.1:``port`` with limits fit for load.
 
     Mosquitto's default ``max_queued_messages 1000`` silently drops QoS 1 messages for a
@@ -443,16 +486,6 @@ class MosquittoServer:
             ]
         return "\n".join(lines) + "\n"
 
-    @property
-    def running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the broker process while it runs."""
-        return self._proc.pid if self._proc is not None and self.running else None
-
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
         if self.running:
@@ -493,37 +526,15 @@ class MosquittoServer:
         if self.tls is not None:
             _wait_for_port(self.tls.port, self._proc, "mosquitto (TLS)", self.log_file)
 
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop the broker: SIGTERM (it saves its persistence file) or SIGKILL."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
     def reload(self) -> None:
         """Make the broker re-read password and ACL files (SIGHUP)."""
         if self._proc is None:
             raise ServiceError("mosquitto is not running")
         self._proc.send_signal(signal.SIGHUP)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
 
 @dataclass
-class AmqttServer:
+class AmqttServer(_BrokerProcess):
     """A private amqtt broker (pure Python, MQTT 3.1.1) on 127.0.0.1:``port``, for demos.
 
     Its limits, against Mosquitto: MQTT 3.1.1 only, so no shared subscriptions (one ingest
@@ -575,16 +586,6 @@ class AmqttServer:
         }
         return json.dumps(config, indent=1) + "\n"
 
-    @property
-    def running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the broker process while it runs."""
-        return self._proc.pid if self._proc is not None and self.running else None
-
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
         if self.running:
@@ -599,25 +600,3 @@ class AmqttServer:
                 start_new_session=True,
             )
         _wait_for_port(self.port, self._proc, "amqtt", self.log_file)
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop the broker (SIGTERM or SIGKILL); its sessions and queued messages go too."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
