@@ -89,11 +89,15 @@ def _ceil(t: datetime, step: timedelta) -> datetime:
 
 @dataclass(frozen=True)
 class Plan:
-    """Where the buckets of a range come from: rollup rows in [rollup_lo, rollup_hi)."""
+    """Where the buckets of a range come from: rollup rows in [rollup_lo, rollup_hi).
+
+    ``one_row_per_bucket``: the bucket is as wide as the rollup's rows.
+    """
 
     source: Source
     rollup_lo: datetime
     rollup_hi: datetime
+    one_row_per_bucket: bool = False
 
 
 def plan(start: datetime, end: datetime, seconds: int, complete_before: datetime | None) -> Plan:
@@ -115,4 +119,4 @@ def plan(start: datetime, end: datetime, seconds: int, complete_before: datetime
         hi = min(hi, _floor(complete_before, step))
     if hi <= lo:
         return Plan("raw", start, start)
-    return Plan(source, lo, hi)
+    return Plan(source, lo, hi, one_row_per_bucket=seconds == step.total_seconds())
