@@ -19,6 +19,8 @@ from ingest.errors import one_line
 __all__ = ["Database", "StorageMode"]
 
 _EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+# Long enough for the pool's check of an idle connection, too short to queue behind others.
+_NO_WAIT_S = 0.05
 
 StorageMode = Literal["plain", "timescale"]
 
@@ -71,6 +73,23 @@ class Database:
             raise DatabaseUnavailableError(f"no database connection: {one_line(exc)}") from exc
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailableError(f"database unavailable: {one_line(exc)}") from exc
+
+    @contextlib.asynccontextmanager
+    async def spare_connections(
+        self, wanted: int
+    ) -> AsyncIterator[list[AsyncConnection[TupleRow]]]:
+        """Lend up to ``wanted`` more connections, only those to be had without waiting."""
+        spares: list[AsyncConnection[TupleRow]] = []
+        try:
+            while len(spares) < wanted and self.pool.get_stats().get("pool_available", 0):
+                try:
+                    spares.append(await self.pool.getconn(timeout=_NO_WAIT_S))
+                except PoolTimeout:
+                    break
+            yield spares
+        finally:
+            for conn in spares:
+                await self.pool.putconn(conn)
 
     async def storage_mode(self, conn: AsyncConnection[TupleRow]) -> StorageMode:
         """Return the storage path recorded by ``migrate`` (read once, then remembered)."""

@@ -8,6 +8,7 @@ within ``offline_after`` expected intervals (the device's own, or the default).
 from __future__ import annotations
 
 __all__ = [
+    "BEGIN_SNAPSHOT",
     "BUCKETS_FROM_1H",
     "BUCKETS_FROM_1M",
     "BUCKETS_FROM_RAW",
@@ -23,8 +24,10 @@ __all__ = [
     "DELETE_DEVICE_ROLLUPS_1M",
     "DEVICE_KEY",
     "DEVICE_KEYS",
+    "EXPORT_SNAPSHOT",
     "FLEET_LATEST_JSON",
     "FLEET_READINGS",
+    "FLEET_SLICE_ENDS",
     "FLEET_STATUS",
     "GET_DEVICE",
     "KEY_BY_HASH",
@@ -147,6 +150,22 @@ SELECT
     (SELECT count(*) FROM page) > %(limit)s,
     max(device_id)
 FROM items
+"""
+
+# A page read in slices on several connections (api.latest_page) shares one snapshot.
+BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot()"
+# The device ids that end each full slice of a page and that more devices follow.
+FLEET_SLICE_ENDS = """
+SELECT device_id FROM (
+    SELECT device_id, row_number() OVER (ORDER BY device_id) AS n, count(*) OVER () AS total
+    FROM (
+        SELECT device_id FROM devices
+        WHERE device_id > %(after)s ORDER BY device_id LIMIT %(limit)s
+    ) page
+) numbered
+WHERE n %% %(slice)s = 0 AND n < total
+ORDER BY n
 """
 
 RAW_PAGE = """
