@@ -8,6 +8,7 @@ the way down (``cleanup_ctx``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,7 @@ from ingest.errors import one_line
 from ingest.ratelimit import TokenBuckets
 from ingest.settings import DatabaseSettings
 
-__all__ = ["DESCRIPTION", "create_app", "endpoints"]
+__all__ = ["DESCRIPTION", "create_app", "endpoints", "freeze_startup_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -210,3 +211,13 @@ def create_app(
 
     app.cleanup_ctx.append(pool)
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Keep the garbage collector from walking what start-up built, before serving.
+
+    Modules, pydantic schemas and routes live as long as the process; without this, every
+    full collection walks them again, and such a pause held requests up by 35 to 50 ms.
+    """
+    gc.collect()
+    gc.freeze()

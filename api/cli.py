@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import psycopg
 from aiohttp import web
 
-from api.app import create_app
+from api.app import create_app, freeze_startup_heap
 from api.auth import create_key
 from api.broker import BrokerAdmin, ingest_account, simulator_account
 from api.errors import ApiError, ConfigError
@@ -74,6 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings, database, settings_from_args(BrokerSettings, args))
     scheme = "https" if ssl_context else "http"
     log.info("query API listening on %s://%s:%d", scheme, settings.api_host, settings.api_port)
+    freeze_startup_heap()
     try:
         web.run_app(
             app,

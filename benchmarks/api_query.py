@@ -24,6 +24,7 @@ import psycopg
 from aiohttp import web
 
 from api import ApiSettings, create_app
+from api.app import freeze_startup_heap
 from benchmarks.common import database_server, scratch_database, storage_paths
 from ingest import maintenance
 from ingest.settings import DatabaseSettings
@@ -41,7 +42,7 @@ def _z(t: datetime) -> str:
 
 
 async def load(url: str, mode: Literal["plain", "timescale"], days: int, now: datetime) -> None:
-    """One device at 1 Hz for ``days``; 10,000 devices with 4 metrics, 5 readings each."""
+    """One device at 1 Hz for ``days`` and 2 hours; 10,000 devices, 4 metrics, 5 readings each."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         if mode == "timescale":
             # The aggregates' own refresh jobs would race the refresh below
@@ -56,9 +57,11 @@ async def load(url: str, mode: Literal["plain", "timescale"], days: int, now: da
             " FROM generate_series(0, %s) g",
             [FLEET],
         )
-    start = now - timedelta(days=days)
+    # Two hours more than asked: (b) ends on the last whole hour at least five minutes
+    # ago, and its first hour must hold data too.
+    total = days * 86_400 + 7_200
+    start = now - timedelta(seconds=total)
     async with BatchWriter(url, mode=mode, pool_min=2, pool_max=2) as writer:
-        total = days * 86_400
         for first in range(0, total, BATCH_SETS):
             sets: list[ReadingSet] = [
                 (1, start + timedelta(seconds=i), {"temperature": 20 + (i % 600) / 100})
@@ -132,6 +135,7 @@ async def bench(
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    freeze_startup_heap()  # as `python -m api serve` does
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
