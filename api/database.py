@@ -10,7 +10,7 @@ from typing import Literal
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from api import queries
 from api.errors import DatabaseUnavailableError
@@ -19,7 +19,7 @@ from ingest.errors import one_line
 __all__ = ["Database", "StorageMode"]
 
 _EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
-# Long enough for the pool's check of an idle connection, too short to queue behind others.
+# How long to queue for a connection that looked idle but was taken meanwhile.
 _NO_WAIT_S = 0.05
 
 StorageMode = Literal["plain", "timescale"]
@@ -75,21 +75,19 @@ class Database:
             raise DatabaseUnavailableError(f"database unavailable: {one_line(exc)}") from exc
 
     @contextlib.asynccontextmanager
-    async def spare_connections(
-        self, wanted: int
-    ) -> AsyncIterator[list[AsyncConnection[TupleRow]]]:
-        """Lend up to ``wanted`` more connections, only those to be had without waiting."""
-        spares: list[AsyncConnection[TupleRow]] = []
+    async def spare_connection(self) -> AsyncIterator[AsyncConnection[TupleRow] | None]:
+        """Lend a connection the pool has idle now, or None rather than wait for one."""
+        conn = None
+        if self.pool.get_stats().get("pool_available", 0):
+            with contextlib.suppress(PoolTimeout, PoolClosed):
+                conn = await self.pool.getconn(timeout=_NO_WAIT_S)
+        if conn is None:
+            yield None
+            return
         try:
-            while len(spares) < wanted and self.pool.get_stats().get("pool_available", 0):
-                try:
-                    spares.append(await self.pool.getconn(timeout=_NO_WAIT_S))
-                except PoolTimeout:
-                    break
-            yield spares
+            yield conn
         finally:
-            for conn in spares:
-                await self.pool.putconn(conn)
+            await self.pool.putconn(conn)
 
     async def storage_mode(self, conn: AsyncConnection[TupleRow]) -> StorageMode:
         """Return the storage path recorded by ``migrate`` (read once, then remembered)."""

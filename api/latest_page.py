@@ -10,6 +10,7 @@ run one after another on the first.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -57,31 +58,33 @@ async def read_page(
     ``conn`` must be inside a repeatable-read transaction that has not read yet (see
     ``queries.BEGIN_SNAPSHOT``), so that its snapshot is the page's.
     """
+    params = {"metric_keys": metric_keys, "window": window}
+    if limit <= SLICE_DEVICES:
+        return await _read_slice(conn, _Slice(after, limit), params)
     cur = await conn.execute(
         queries.FLEET_SLICE_ENDS, {"after": after, "limit": limit, "slice": SLICE_DEVICES}
     )
     ends = [str(row[0]) for row in await cur.fetchall()]
-    starts = [after, *ends]
     slices = [
         _Slice(start, SLICE_DEVICES if i < len(ends) else limit - SLICE_DEVICES * len(ends))
-        for i, start in enumerate(starts)
+        for i, start in enumerate([after, *ends])
     ]
-    params = {"metric_keys": metric_keys, "window": window}
     if len(slices) == 1:
         return await _read_slice(conn, slices[0], params)
     snapshot = await _one(conn, queries.EXPORT_SNAPSHOT)
-    async with db.spare_connections(min(len(slices), _MAX_CONNECTIONS) - 1) as spares:
-        queue: asyncio.Queue[tuple[int, _Slice]] = asyncio.Queue()
-        for numbered in enumerate(slices):
-            queue.put_nowait(numbered)
-        results: dict[int, Page] = {}
+    pending = deque(enumerate(slices))
+    results: dict[int, Page] = {}
 
-        async def work(worker: AsyncConnection[TupleRow]) -> None:
-            while not queue.empty():
-                index, part = queue.get_nowait()
-                results[index] = await _read_slice(worker, part, params)
+    async def work(worker: AsyncConnection[TupleRow]) -> None:
+        while pending:
+            index, part = pending.popleft()
+            results[index] = await _read_slice(worker, part, params)
 
-        async def on_spare(spare: AsyncConnection[TupleRow]) -> None:
+    async def on_spare() -> None:
+        # The page's own connection starts at once; spares join as they are lent.
+        async with db.spare_connection() as spare:
+            if spare is None or not pending:
+                return
             async with spare.transaction():
                 await spare.execute(queries.BEGIN_SNAPSHOT)
                 await spare.execute(
@@ -89,14 +92,14 @@ async def read_page(
                 )
                 await work(spare)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(work(conn))
-                for spare in spares:
-                    group.create_task(on_spare(spare))
-        except ExceptionGroup as failed:
-            # As one query would have (the other slices were cancelled).
-            raise failed.exceptions[0] from None
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(work(conn))
+            for _ in range(min(len(slices), _MAX_CONNECTIONS) - 1):
+                group.create_task(on_spare())
+    except ExceptionGroup as failed:
+        # As one query would have failed; the other slices were cancelled.
+        raise failed.exceptions[0] from failed
     # Every slice holds devices: the ends above are only those that devices follow.
     arrays = [results[i].devices_json[1:-1] for i in range(len(slices))]
     return Page("[" + ",".join(arrays) + "]", results[len(slices) - 1].next_after)

@@ -269,6 +269,7 @@ async def get_fleet_latest(request: web.Request, params: FleetLatestParams) -> R
     window = timedelta(seconds=request.app[SETTINGS].api_latest_window_s)
     db = request.app[DATABASE]
     async with db.connection() as conn, conn.transaction():
+        # One snapshot for the page, which large pages share among connections (read_page).
         await conn.execute(queries.BEGIN_SNAPSHOT)
         keys = None if params.metric is None else list(await metric_keys(conn, params.metric))
         page = await read_page(

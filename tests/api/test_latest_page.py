@@ -9,11 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
-from psycopg.rows import TupleRow
 
 from api import create_app, latest_page
 from api.context import DATABASE
-from api.database import Database
 from ingest.settings import DatabaseSettings
 from tests.api.conftest import ADMIN, ClientFactory, api_settings
 from tests.ingest.helpers import T0, open_writer
@@ -67,27 +65,17 @@ async def pooled(db_url: str, aiohttp_client: ClientFactory) -> TestClient:  # t
 
 
 @pytest.fixture
-def spares_lent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many spare connections each sliced page got."""
-    lent: list[int] = []
-    borrow = Database.spare_connections
+def readers(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The backend pid of the connection that read each slice, in the order they started."""
+    pids: list[int] = []
+    read_slice = latest_page._read_slice
 
-    def counting(self: Database, wanted: int) -> Any:
-        manager = borrow(self, wanted)
+    async def recorded(conn: Any, part: Any, params: Any) -> latest_page.Page:
+        pids.append(conn.info.backend_pid)
+        return await read_slice(conn, part, params)
 
-        class Counted:
-            async def __aenter__(self) -> list[psycopg.AsyncConnection[TupleRow]]:
-                spares = await manager.__aenter__()
-                lent.append(len(spares))
-                return spares
-
-            async def __aexit__(self, *exc: object) -> None:
-                await manager.__aexit__(*exc)  # type: ignore[arg-type]
-
-        return Counted()
-
-    monkeypatch.setattr(Database, "spare_connections", counting)
-    return lent
+    monkeypatch.setattr(latest_page, "_read_slice", recorded)
+    return pids
 
 
 @pytest.mark.parametrize(
@@ -101,26 +89,25 @@ async def test_sliced_pages_are_those_of_one_query(
     *,
     db_url: str,
     storage_mode: str,
-    spares_lent: list[int],
+    readers: list[int],
     monkeypatch: pytest.MonkeyPatch,
     query: str,
 ) -> None:
     await _fleet(db_url, storage_mode)
     whole = await _walk(pooled, query)
-    assert not spares_lent
+    pages = len(readers)
     monkeypatch.setattr(latest_page, "SLICE_DEVICES", SLICE)
     assert await _walk(pooled, query) == whole
     limit = int(query.split("limit=")[1].split("&", maxsplit=1)[0])
-    if limit > SLICE:
-        assert spares_lent
-        assert all(n >= 1 for n in spares_lent)
+    sizes = [min(limit, len(DEVICES) - i) for i in range(0, len(DEVICES), limit)]
+    assert len(readers) - pages == sum(-(-size // SLICE) for size in sizes)
 
 
 async def test_without_spare_connections_the_slices_run_in_turn(
     db_url: str,
     storage_mode: str,
     aiohttp_client: ClientFactory,
-    spares_lent: list[int],
+    readers: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = DatabaseSettings(database_url=db_url, db_pool_min=1, db_pool_max=1)
@@ -129,59 +116,68 @@ async def test_without_spare_connections_the_slices_run_in_turn(
     whole = await _walk(client, "/v1/latest?limit=10")
     monkeypatch.setattr(latest_page, "SLICE_DEVICES", SLICE)
     assert await _walk(client, "/v1/latest?limit=10") == whole
-    assert spares_lent == [0, 0]  # the last page of 4 is one slice
+    assert len(readers) == 3 + 7  # pages of 10, 10 and 4 devices: 3 + 3 + 1 slices
+    assert len(set(readers)) == 1
 
 
 async def test_slices_read_one_snapshot(
     pooled: TestClient,  # type: ignore[type-arg]
     db_url: str,
     storage_mode: str,
-    spares_lent: list[int],
+    readers: list[int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A device registered while the first slice is read does not show in the others."""
+    """A fleet changed while the first slice is read does not show in the others."""
     await _fleet(db_url, storage_mode)
     monkeypatch.setattr(latest_page, "SLICE_DEVICES", SLICE)
     read_slice = latest_page._read_slice
-    changed = asyncio.Event()
+    spare_reading, changed = asyncio.Event(), asyncio.Event()
 
     async def change_meanwhile(conn: Any, part: Any, params: Any) -> latest_page.Page:
-        # The first slice changes the fleet before the others start reading.
+        # The page's own connection takes the first slice, so another slice started means a
+        # spare connection took it: change the fleet then, and only then let it read.
         if part.after == "":
+            await asyncio.wait_for(spare_reading.wait(), 10)
             async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as other:
                 await other.execute("INSERT INTO devices (device_id) VALUES ('d05a'), ('d09a')")
                 await other.execute("UPDATE devices SET last_seen = NULL")
             changed.set()
         else:
+            spare_reading.set()
             await changed.wait()
         return await read_slice(conn, part, params)
 
     monkeypatch.setattr(latest_page, "_read_slice", change_meanwhile)
     page = (await (await pooled.get("/v1/latest?limit=12", headers=ADMIN)).json())["devices"]
-    assert spares_lent == [2]
+    assert len(set(readers)) > 1
     assert [d["device_id"] for d in page] == DEVICES[:12]
     assert [len(d["values"]) for d in page] == [2, 3, 2, 3, 0, 3, 2, 3, 2, 0, 2, 3]
 
 
-async def test_a_slice_that_fails_fails_the_page_with_its_own_error(
+async def test_a_slice_that_fails_fails_the_page_and_returns_its_connections(
     pooled: TestClient,  # type: ignore[type-arg]
     db_url: str,
     storage_mode: str,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _fleet(db_url, storage_mode)
     monkeypatch.setattr(latest_page, "SLICE_DEVICES", SLICE)
     read_slice = latest_page._read_slice
 
-    async def second_fails(conn: Any, part: Any, params: Any) -> latest_page.Page:
+    async def second_times_out(conn: Any, part: Any, params: Any) -> latest_page.Page:
         if part.after == DEVICES[SLICE - 1]:
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
+            await conn.execute("SET LOCAL statement_timeout = '50ms'")
+            await conn.execute("SELECT pg_sleep(5)")
         return await read_slice(conn, part, params)
 
-    monkeypatch.setattr(latest_page, "_read_slice", second_fails)
+    monkeypatch.setattr(latest_page, "_read_slice", second_times_out)
     r = await pooled.get("/v1/latest?limit=12", headers=ADMIN)
     assert r.status == 503
     assert (await r.json())["error"] == "unavailable"
-    monkeypatch.undo()
+    monkeypatch.setattr(latest_page, "_read_slice", read_slice)
     r = await pooled.get("/v1/latest?limit=12", headers=ADMIN)
-    assert r.status == 200, "the connections went back to the pool in a usable state"
+    assert r.status == 200
+    stats = pooled.app[DATABASE].pool.get_stats()
+    assert stats.get("returns_bad", 0) == stats.get("connections_lost", 0) == 0
+    assert not [rec for rec in caplog.records if rec.name.startswith("psycopg")]
