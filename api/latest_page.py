@@ -59,26 +59,32 @@ async def read_page(
     ``queries.BEGIN_SNAPSHOT``), so that its snapshot is the page's.
     """
     params = {"metric_keys": metric_keys, "window": window}
-    if limit <= SLICE_DEVICES:
-        return await _read_slice(conn, _Slice(after, limit), params)
-    cur = await conn.execute(
-        queries.FLEET_SLICE_ENDS, {"after": after, "limit": limit, "slice": SLICE_DEVICES}
-    )
-    ends = [str(row[0]) for row in await cur.fetchall()]
-    slices = [
-        _Slice(start, SLICE_DEVICES if i < len(ends) else limit - SLICE_DEVICES * len(ends))
-        for i, start in enumerate([after, *ends])
-    ]
-    if len(slices) == 1:
-        return await _read_slice(conn, slices[0], params)
-    snapshot = await _one(conn, queries.EXPORT_SNAPSHOT)
+    slices = [_Slice(after, limit)]
+    if limit > SLICE_DEVICES:
+        cur = await conn.execute(
+            queries.FLEET_SLICE_ENDS, {"after": after, "limit": limit, "slice": SLICE_DEVICES}
+        )
+        ends = [str(row[0]) for row in await cur.fetchall()]
+        slices = [
+            _Slice(start, SLICE_DEVICES if i < len(ends) else limit - SLICE_DEVICES * len(ends))
+            for i, start in enumerate([after, *ends])
+        ]
     pending = deque(enumerate(slices))
     results: dict[int, Page] = {}
 
     async def work(worker: AsyncConnection[TupleRow]) -> None:
+        # The query writes times in their ISO text form. And the planner's cost for a full
+        # page passes jit_above_cost, while compiling the plan takes longer (40 ms) than it
+        # saves.
+        await worker.execute("SET LOCAL DateStyle = 'ISO'; SET LOCAL jit = off")
         while pending:
             index, part = pending.popleft()
             results[index] = await _read_slice(worker, part, params)
+
+    if len(slices) == 1:
+        await work(conn)
+        return results[0]
+    snapshot = await _one(conn, queries.EXPORT_SNAPSHOT)
 
     async def on_spare() -> None:
         # The page's own connection starts at once; spares join as they are lent.
@@ -108,9 +114,6 @@ async def read_page(
 async def _read_slice(
     conn: AsyncConnection[TupleRow], part: _Slice, params: Mapping[str, object]
 ) -> Page:
-    # The query writes times in their ISO text form. And the planner's cost for a full
-    # page passes jit_above_cost, while compiling the plan takes longer (40 ms) than it saves.
-    await conn.execute("SET LOCAL DateStyle = 'ISO'; SET LOCAL jit = off")
     cur = await conn.execute(
         queries.FLEET_LATEST_JSON, {**params, "after": part.after, "limit": part.limit}
     )
