@@ -1,0 +1,256 @@
+"""Wire format v1: a reading-set object, or a JSON array of them.
+
+Unknown object fields are accepted and ignored (forward compatibility); a known field is
+either absent or of its type (``null`` is a schema error).
+
+A message takes one of three paths, each stricter than the one before only where it must:
+
+1. :func:`_parse_v1_valid`, the fast path: the JSON parser alone (pydantic-core's
+   ``from_json``) and hand-written checks of the common shape. Almost every message is
+   valid and takes only this path; anything unusual returns None.
+2. The pydantic path: one ``validate_json`` of the whole message against :class:`_V1Item`,
+   which accepts what the fast path passed on (an integer too large for an exact float, an
+   unusual time) when it is valid after all.
+3. :func:`_parse_v1_slowly`, the per-item path: only when the message is invalid, each
+   item is validated on its own to find which items are bad and why, so that one bad item
+   never rejects its neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, Final, Required
+
+from pydantic import (
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import core_schema, from_json
+from typing_extensions import TypedDict  # pydantic needs it for TypedDict before 3.12
+
+from ingest.wire.base import (
+    DEVICE_ID_PATTERN,
+    EXACT_INT,
+    JSON_VALUE,
+    MAX_SEQ,
+    METRIC_NAME_PATTERN,
+    RFC3339,
+    Clock,
+    Finite,
+    Item,
+    Limits,
+    Parsed,
+    String,
+    collect,
+    error_problem,
+    is_device_id,
+    is_metric_name,
+    is_rfc3339,
+    malformed,
+    quote,
+    too_large,
+)
+from ingest.wire.reasons import Problem, Reason, Reject, first_problem
+
+__all__ = ["parse_v1"]
+
+_JSON_WHITESPACE: Final = b" \t\r\n"
+
+
+def _number_or_bool(_source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    # Booleans become 1.0/0.0 here, so the validated dict is stored as is.
+    return core_schema.union_schema(
+        [
+            core_schema.float_schema(strict=True, allow_inf_nan=False),
+            core_schema.no_info_after_validator_function(
+                float, core_schema.bool_schema(strict=True)
+            ),
+        ]
+    )
+
+
+_MetricName = Annotated[str, StringConstraints(strict=True, pattern=METRIC_NAME_PATTERN)]
+_Value = Annotated[float, GetPydanticSchema(_number_or_bool)]
+# A strict string with a pattern, parsed by datetime.fromisoformat later: pydantic's own
+# datetime would also take "1700000000" and read large numbers as milliseconds.
+_Rfc3339 = Annotated[str, StringConstraints(strict=True, pattern=RFC3339)]
+
+
+class _V1Item(TypedDict, total=False):
+    values: Required[Annotated[dict[_MetricName, _Value], Field(min_length=1)]]
+    ts: Finite | _Rfc3339
+    seq: Annotated[int, Strict(), Field(ge=0, le=MAX_SEQ)]
+    device_id: String
+
+
+_V1_ITEM: Final = TypeAdapter(_V1Item)
+_V1_BATCH: Final = TypeAdapter(list[_V1Item])
+
+
+def parse_v1(body: bytes, device_id: str, clock: Clock, limits: Limits) -> Parsed:
+    """Validate a wire format v1 message of ``device_id`` (the three paths: see above)."""
+    fast = _parse_v1_valid(body, device_id, clock, limits)
+    if fast is not None:
+        return fast
+    batch = body.lstrip(_JSON_WHITESPACE)[:1] == b"["
+    try:
+        entries = _V1_BATCH.validate_json(body) if batch else [_V1_ITEM.validate_json(body)]
+    except ValidationError:
+        return _parse_v1_slowly(body, device_id, clock, limits)
+    return too_large(len(entries), limits) or collect(
+        [_v1_item(index, entry, device_id, clock) for index, entry in enumerate(entries)],
+        len(entries),
+    )
+
+
+_V1_FIELDS: Final = frozenset(_V1Item.__annotations__)
+_METRIC_NAMES_MAX: Final = 10_000
+_metric_names_seen: set[str] = set()  # names that matched the pattern: skip the regex
+
+
+def _parse_v1_valid(body: bytes, device_id: str, clock: Clock, limits: Limits) -> Parsed | None:
+    """Parse a message whose every item is valid, without pydantic's validation; else None.
+
+    Almost every message is valid, and checking the common shape by hand costs a third of
+    validating it. Anything unusual (an invalid item, a field this path does not know, an
+    integer too large for an exact float) returns None and takes the full path, so every
+    reject still comes from one place. The JSON parser is the one ``validate_json`` uses.
+    """
+    try:
+        document = from_json(body)
+    except (ValueError, RecursionError):
+        return None
+    if type(document) is list:
+        entries: list[Any] = document
+    elif type(document) is dict:
+        entries = [document]
+    else:
+        return None
+    if len(entries) > limits.max_items:
+        return None
+    items = []
+    for index, entry in enumerate(entries):
+        item = _v1_valid_item(index, entry, device_id, clock)
+        if item is None:
+            return None
+        items.append(item)
+    return Parsed(items, [], len(entries))
+
+
+def _v1_valid_item(index: int, entry: Any, device_id: str, clock: Clock) -> Item | None:
+    """Build the item of a valid ``entry`` (plain JSON values), else None; see above."""
+    if (
+        type(entry) is not dict
+        or not _V1_FIELDS.issuperset(entry)
+        or entry.get("device_id", device_id) != device_id
+    ):
+        return None
+    values = _valid_values(entry.get("values"))
+    seq = entry.get("seq")
+    if values is None or ("seq" in entry and not (type(seq) is int and 0 <= seq <= MAX_SEQ)):
+        return None
+    if "ts" not in entry:
+        return Item(index, clock.now, seq, values, ts_from_server=True)
+    ts = _valid_ts(entry["ts"], clock)
+    return None if ts is None else Item(index, ts, seq, values, ts_from_server=False)
+
+
+def _valid_ts(raw: object, clock: Clock) -> datetime | None:
+    """Return the time of a valid ``ts`` (RFC 3339 or epoch seconds, in range), else None."""
+    ts: datetime | Problem
+    if type(raw) is str:
+        if not is_rfc3339(raw):
+            return None
+        ts = clock.from_rfc3339(raw)
+    elif type(raw) is float or (type(raw) is int and -EXACT_INT <= raw <= EXACT_INT):
+        if not math.isfinite(raw):
+            return None
+        ts = clock.from_epoch(float(raw), "ts")
+    else:
+        return None
+    return None if isinstance(ts, Problem) else ts
+
+
+def _valid_values(values: object) -> dict[str, float] | None:
+    """Return ``values`` as pydantic would when every name and value is valid, else None."""
+    if type(values) is not dict or not values:
+        return None
+    exact = True
+    for name, value in values.items():
+        if name not in _metric_names_seen:
+            if not is_metric_name(name):
+                return None
+            if len(_metric_names_seen) < _METRIC_NAMES_MAX:
+                _metric_names_seen.add(name)
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                return None
+        elif kind is bool or (kind is int and -EXACT_INT <= value <= EXACT_INT):
+            exact = False
+        else:
+            return None
+    return values if exact else {name: float(value) for name, value in values.items()}
+
+
+def _parse_v1_slowly(body: bytes, device_id: str, clock: Clock, limits: Limits) -> Parsed:
+    """Validate item by item to find out which items are bad and why."""
+    try:
+        document = JSON_VALUE.validate_json(body)
+    except ValidationError as exc:
+        return malformed(exc)
+    if isinstance(document, list):
+        raw_items: list[object] = document
+    elif isinstance(document, dict):
+        raw_items = [document]
+    else:
+        detail = "the message must be a JSON object or an array of objects"
+        return Parsed([], [Reject(-1, Reason.SCHEMA, detail)], 0)
+    oversized = too_large(len(raw_items), limits)
+    if oversized is not None:
+        return oversized
+    outcomes: list[Item | Reject | None] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            entry = _V1_ITEM.validate_python(raw)
+        except ValidationError as exc:
+            outcomes.append(_v1_invalid(index, raw, exc, device_id))
+        else:
+            outcomes.append(_v1_item(index, entry, device_id, clock))
+    return collect(outcomes, len(raw_items))
+
+
+def _device_mismatch(index: int, claimed: str, device_id: str) -> Reject:
+    if not is_device_id(claimed):
+        detail = f"device_id {quote(claimed)} does not match {DEVICE_ID_PATTERN}"
+        return Reject(index, Reason.INVALID_NAME, detail)
+    detail = f"device_id {quote(claimed)} is not the topic's or token's device {device_id!r}"
+    return Reject(index, Reason.DEVICE_MISMATCH, detail)
+
+
+def _v1_invalid(index: int, raw: object, exc: ValidationError, device_id: str) -> Reject:
+    if isinstance(raw, dict):
+        claimed = raw.get("device_id")
+        if isinstance(claimed, str) and claimed != device_id:
+            return _device_mismatch(index, claimed, device_id)
+    errors = exc.errors(include_url=False, include_context=False)
+    return Reject(index, *first_problem([error_problem(error) for error in errors]))
+
+
+def _v1_item(index: int, entry: _V1Item, device_id: str, clock: Clock) -> Item | Reject:
+    claimed = entry.get("device_id")
+    if claimed is not None and claimed != device_id:
+        return _device_mismatch(index, claimed, device_id)
+    raw_ts = entry.get("ts")
+    if raw_ts is None:
+        return Item(index, clock.now, entry.get("seq"), entry["values"], ts_from_server=True)
+    ts = clock.from_rfc3339(raw_ts) if isinstance(raw_ts, str) else clock.from_epoch(raw_ts, "ts")
+    if isinstance(ts, Problem):
+        return Reject(index, *ts)
+    return Item(index, ts, entry.get("seq"), entry["values"], ts_from_server=False)
