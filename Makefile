@@ -24,10 +24,11 @@ test: lint typecheck pytest
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-## lint: ruff (rules and formatting)
+## lint: ruff (rules and formatting) and the import rules between packages (import-linter)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ## typecheck: mypy --strict on every package; device_client also as Python 3.9
 typecheck: $(STAMP)

@@ -18,19 +18,19 @@ from aiohttp import web
 
 from api import export, queries, routes_devices, routes_fleet, routes_readings
 from api.auth import KeyStore
-from api.broker import BROKER, BrokerAdmin, BrokerError
+from api.broker import BROKER, BrokerAdmin
 from api.context import DATABASE, KEYS, SETTINGS
 from api.database import Database
-from api.errors import DatabaseUnavailableError, RateLimitedError, RequestError
+from api.errors import BrokerError, DatabaseUnavailableError, RateLimitedError, RequestError
 from api.metrics import METRICS, render
 from api.models import Health, NoParams, Readiness
 from api.openapi import openapi_document
 from api.routing import Endpoint, Reply, Router
 from api.settings import ApiSettings, BrokerSettings
 from api.version import __version__
-from ingest.errors import one_line
-from ingest.ratelimit import TokenBuckets
-from ingest.settings import DatabaseSettings
+from core.errors import one_line
+from core.ratelimit import TokenBuckets
+from core.settings import DatabaseSettings
 
 __all__ = ["DESCRIPTION", "create_app", "endpoints", "freeze_startup_heap"]
 
@@ -205,9 +205,8 @@ def create_app(
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.name)
 
     async def pool(app: web.Application) -> AsyncIterator[None]:
-        await app[DATABASE].open()
-        yield
-        await app[DATABASE].close()
+        async with app[DATABASE]:
+            yield
 
     app.cleanup_ctx.append(pool)
     return app

@@ -21,7 +21,7 @@ from psycopg.rows import TupleRow
 from api import queries
 from api.database import Database
 from api.errors import ForbiddenError, RateLimitedError, UnauthorizedError
-from ingest.ratelimit import TokenBuckets
+from core.ratelimit import TokenBuckets
 
 __all__ = ["KeyStore", "Principal", "Scope", "create_key", "generate_key", "hash_key"]
 

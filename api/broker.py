@@ -11,12 +11,8 @@ correlation id, wait for the answers. Commands of one message run in order, so
 :meth:`BrokerAdmin.put_device` first deletes whatever an earlier, half-finished attempt
 left and then creates the role and the client: it can be repeated safely.
 
-Exception tree::
-
-    ApiError
-     └── BrokerError                 the broker did not confirm a change (HTTP 503)
-          ├── BrokerUnavailableError cannot connect, log in, or no answer in time
-          └── BrokerRefusedError     the plugin answered a command with an error
+Failures raise :class:`~api.errors.BrokerError` (HTTP 503): its subclasses say whether the
+broker could not be reached or the plugin refused a command.
 """
 
 from __future__ import annotations
@@ -34,15 +30,12 @@ from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from api.errors import ApiError
-from ingest.mqtt import BrokerAddress, parse_mqtt_url
+from api.errors import BrokerRefusedError, BrokerUnavailableError
+from core.mqtt_url import BrokerAddress, parse_mqtt_url
 
 __all__ = [
     "BROKER",
     "BrokerAdmin",
-    "BrokerError",
-    "BrokerRefusedError",
-    "BrokerUnavailableError",
     "ServiceAccount",
     "device_acls",
     "device_role",
@@ -57,18 +50,6 @@ _KEEPALIVE_S = 30
 _ABSENT = frozenset({"Client not found", "Role not found"})
 
 Command = dict[str, Any]
-
-
-class BrokerError(ApiError):
-    """The broker did not confirm a change of credentials; the caller should retry later."""
-
-
-class BrokerUnavailableError(BrokerError):
-    """The broker cannot be reached, refuses the admin login, or does not answer in time."""
-
-
-class BrokerRefusedError(BrokerError):
-    """The dynamic security plugin answered a command with an error."""
 
 
 @dataclass(frozen=True, slots=True)

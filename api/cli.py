@@ -19,8 +19,8 @@ from api.errors import ApiError, ConfigError
 from api.reference import api_reference
 from api.settings import ApiSettings, BrokerAccountSettings, BrokerSettings
 from api.version import __version__
-from ingest.errors import IngestError, one_line
-from ingest.settings import DatabaseSettings, add_settings_arguments, settings_from_args
+from core.errors import CoreError, one_line
+from core.settings import DatabaseSettings, add_settings_arguments, settings_from_args
 
 log = logging.getLogger("api")
 
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "broker-setup":
             return asyncio.run(_broker_setup(args))
         return asyncio.run(_create_key(args))
-    except (ApiError, IngestError) as exc:
+    except (ApiError, CoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

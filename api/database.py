@@ -1,4 +1,10 @@
-"""The connection pool of the query API and what it knows about the storage path."""
+"""The connection pool of the query API and what it knows about the storage path.
+
+:class:`Database` is opened once (``async with``) by the application's ``cleanup_ctx`` and
+closed on the way down; borrowing from it before or after that is a
+:class:`~core.errors.StateError`. What psycopg raises while a connection is lent comes out
+as :class:`~api.errors.DatabaseUnavailableError` where the database cannot serve.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from api import queries
 from api.errors import DatabaseUnavailableError
-from ingest.errors import one_line
+from core.errors import one_line
+from core.lifecycle import AsyncResource
 
 __all__ = ["Database", "StorageMode"]
 
@@ -25,7 +32,7 @@ _NO_WAIT_S = 0.05
 StorageMode = Literal["plain", "timescale"]
 
 
-class Database:
+class Database(AsyncResource):
     """A connection pool whose connections speak UTC and time out long statements."""
 
     def __init__(
@@ -55,17 +62,17 @@ class Database:
         await conn.execute(queries.SET_TIMEZONE_UTC)
         await conn.execute(queries.SET_STATEMENT_TIMEOUT, [str(self._statement_timeout_ms)])
 
-    async def open(self) -> None:
-        """Open the pool; connections are made in the background, so this does not wait."""
+    async def _open(self) -> None:
+        # Connections are made in the background, so this does not wait for the database.
         await self.pool.open(wait=False)
 
-    async def close(self) -> None:
-        """Close the pool."""
+    async def _close(self) -> None:
         await self.pool.close()
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection[TupleRow]]:
         """Lend an autocommit connection; DatabaseUnavailableError when none can be had."""
+        self._require_open()
         try:
             async with self.pool.connection(timeout=self._checkout_timeout_s) as conn:
                 yield conn
@@ -77,6 +84,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def spare_connection(self) -> AsyncIterator[AsyncConnection[TupleRow] | None]:
         """Lend a connection the pool has idle now, or None rather than wait for one."""
+        self._require_open()
         conn = None
         if self.pool.get_stats().get("pool_available", 0):
             with contextlib.suppress(PoolTimeout, PoolClosed):

@@ -5,6 +5,10 @@ Exception tree::
     ApiError
      ├── ConfigError                 a setting is missing or invalid
      ├── DatabaseUnavailableError    no connection could be had in time (HTTP 503)
+     ├── BrokerError                 the MQTT broker did not confirm a change of device
+     │    │                          credentials (HTTP 503); nothing was changed
+     │    ├── BrokerUnavailableError cannot connect, log in, or no answer in time
+     │    └── BrokerRefusedError     the dynamic security plugin refused a command
      └── RequestError                the request cannot be served as asked; carries its
           │                          HTTP status and a stable error code
           ├── BadRequestError        400 malformed or contradictory input
@@ -22,6 +26,9 @@ from typing import ClassVar
 __all__ = [
     "ApiError",
     "BadRequestError",
+    "BrokerError",
+    "BrokerRefusedError",
+    "BrokerUnavailableError",
     "ConfigError",
     "ConflictError",
     "DatabaseUnavailableError",
@@ -43,6 +50,18 @@ class ConfigError(ApiError):
 
 class DatabaseUnavailableError(ApiError):
     """The database could not be reached in time; the client should retry later."""
+
+
+class BrokerError(ApiError):
+    """The broker did not confirm a change of credentials; the caller should retry later."""
+
+
+class BrokerUnavailableError(BrokerError):
+    """The broker cannot be reached, refuses the admin login, or does not answer in time."""
+
+
+class BrokerRefusedError(BrokerError):
+    """The dynamic security plugin answered a command with an error."""
 
 
 class RequestError(ApiError):

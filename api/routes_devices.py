@@ -13,9 +13,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
 from api import queries
-from api.broker import BROKER, BrokerAdmin, BrokerError
+from api.broker import BROKER, BrokerAdmin
 from api.context import DATABASE, SETTINGS
-from api.errors import ConflictError, NotFoundError
+from api.errors import BrokerError, ConflictError, NotFoundError
 from api.latest_page import read_page
 from api.models import (
     CreateDevice,
@@ -36,7 +36,8 @@ from api.models import (
 from api.pagination import decode_cursor, encode_cursor
 from api.routing import RawJson, Reply, Router
 from api.settings import ApiSettings
-from ingest.registry import DeviceExistsError, create_device, rotate_token
+from core.errors import DeviceExistsError
+from core.registry import create_device, rotate_token
 
 __all__ = ["device_key", "metric_keys", "router"]
 

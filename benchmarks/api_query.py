@@ -26,9 +26,10 @@ from aiohttp import web
 from api import ApiSettings, create_app
 from api.app import freeze_startup_heap
 from benchmarks.common import database_server, scratch_database, storage_paths
+from core.settings import DatabaseSettings
 from ingest import maintenance
-from ingest.settings import DatabaseSettings
-from ingest.writer import BatchWriter, DeviceUpdate, ReadingSet
+from ingest.records import DeviceUpdate, ReadingSet
+from ingest.writer import BatchWriter
 from simulator.services import free_port
 
 KEY = "ak_benchmark-key-not-secret-0123456789abcdefghij"

@@ -16,8 +16,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from core.registry import create_device
 from ingest.migrate import migrate
-from ingest.registry import create_device
 from ingest.settings import StorageSettings
 from simulator.services import MosquittoServer, PostgresServer
 from tests.support.db import timescaledb_available

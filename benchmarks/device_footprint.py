@@ -58,7 +58,7 @@ from benchmarks.common import (  # noqa: E402
     scratch_database,
 )
 from device_client import Spool, SpoolConfig, read_status  # noqa: E402
-from tests.support.ingest import IngestProcess  # noqa: E402
+from tests.support.processes import ServiceProcess, ingest_env  # noqa: E402
 
 METRICS = 8
 WARMUP_S = 5.0
@@ -266,20 +266,14 @@ def metric(base_url: str, name: str) -> float:
 @contextmanager
 def live_ingest(
     work: Path, mqtt_url: str, workers: int
-) -> Iterator[tuple[IngestProcess, str, str]]:
+) -> Iterator[tuple[ServiceProcess, str, str]]:
     """A migrated scratch database on a (private) server and an ingest service on it."""
     with database_server() as admin_url:
         mode = default_path(admin_url)
         with scratch_database(admin_url, mode) as db_url:
-            ingest = IngestProcess(
-                db_url,
-                mqtt_url,
-                work / "ingest.log",
-                workers=workers,
-                # The service's own defaults, not the test harness's quicker flush.
-                flush_interval_s="0.05",
-                db_retry_max_s="10",
-            )
+            # The service's own defaults, not the test harness's quicker flush.
+            env = ingest_env(db_url, mqtt_url, flush_interval_s="0.05", db_retry_max_s="10")
+            ingest = ServiceProcess("ingest", env, work / "ingest.log", workers=workers)
             with ingest:
                 yield ingest, db_url, mode
 

@@ -33,7 +33,7 @@ import psycopg
 
 from benchmarks.common import broker, database_server, default_path, scratch_database
 from benchmarks.ingest_mqtt import DEVICES, READINGS_PER_MESSAGE, _client
-from tests.support.ingest import IngestProcess
+from tests.support.processes import ServiceProcess, ingest_env
 
 PROBES = 10  # devices 0-9 carry the probe metric
 POLL_S = 0.01
@@ -208,9 +208,8 @@ def main() -> int:
         with scratch_database(admin, mode) as db_url:
             keys = register(db_url)
             settings = {"flush_interval_s": "0.05"}  # the shipped default, not the tests' 0.02
-            ingest = IngestProcess(
-                db_url, mqtt_url, Path(tmp) / "ingest.log", workers=args.workers, **settings
-            )
+            env = ingest_env(db_url, mqtt_url, **settings)
+            ingest = ServiceProcess("ingest", env, Path(tmp) / "ingest.log", workers=args.workers)
             with ingest:
                 sustained = None if args.rate else sustained_rate(db_url, mqtt_url, keys)
                 rate = args.rate or (sustained or RAMP_FROM) / 2

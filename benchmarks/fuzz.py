@@ -37,8 +37,8 @@ from tests.security.hostile import (
     hostile_requests,
     parse_both,
 )
-from tests.security.processes import ServiceProcess, intake_env
 from tests.security.servers import register, request
+from tests.support.processes import ServiceProcess, http_only_ingest_env
 
 _MB = 1024 * 1024
 _SAMPLE_S = 0.2
@@ -185,9 +185,11 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-fuzz-") as tmp,
     ):
         token = register(db_url, "fuzz-1")
-        with ServiceProcess("ingest", intake_env(db_url), Path(tmp) / "ingest.log") as ingest:
-            assert ingest.proc is not None
-            server = RssSampler(ingest.proc.pid)
+        with ServiceProcess(
+            "ingest", http_only_ingest_env(db_url), Path(tmp) / "ingest.log"
+        ) as ingest:
+            assert ingest.child is not None
+            server = RssSampler(ingest.child.pid)
             started = time.perf_counter()
             http = fuzz_http(ingest.url, token, args.http_inputs, args.seed)
             http_s = time.perf_counter() - started

@@ -30,8 +30,8 @@ from benchmarks.common import (
     scratch_database,
 )
 from benchmarks.writer import METRICS, run_raw_copy
-from ingest.writer import ReadingSet
-from tests.support.ingest import IngestProcess
+from ingest.records import ReadingSet
+from tests.support.processes import ServiceProcess, ingest_env
 
 SETS_PER_REQUEST = 250  # x 4 metrics = 1,000 readings
 
@@ -109,16 +109,15 @@ def main() -> int:
                 conn.execute(
                     "INSERT INTO metrics (name) SELECT unnest(%s::text[])", [list(METRICS)]
                 )
-            ingest = IngestProcess(
+            env = ingest_env(
                 db_url,
                 "none",
-                Path(tmp) / "ingest.log",
-                workers=args.workers,
                 http_rate_per_device="1000",
                 http_burst_per_device="1000",
                 db_pool_max="4",
                 flush_interval_s="0.05",
             )
+            ingest = ServiceProcess("ingest", env, Path(tmp) / "ingest.log", workers=args.workers)
             with ingest:
                 for run in range(args.runs):
                     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3 - run)

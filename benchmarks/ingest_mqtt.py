@@ -44,7 +44,7 @@ from benchmarks.common import (
     register_devices,
     scratch_database,
 )
-from tests.support.ingest import IngestProcess
+from tests.support.processes import ServiceProcess, ingest_env
 
 DEVICES = 100
 READINGS_PER_MESSAGE = 10
@@ -196,21 +196,15 @@ def ingest_rate(
     """Messages/s from the broker's backlog to committed rows, and the workers' CPU µs/msg."""
     settings = {"mqtt_receive_window": "5000", "db_pool_max": "4"}
     tag = uuid.uuid4().hex[:6]
-    first = IngestProcess(
-        db_url, mqtt_url, log_dir / f"ingest-{tag}.log", workers=workers, **settings
-    )
+    env = ingest_env(db_url, mqtt_url, **settings)
+    first = ServiceProcess("ingest", env, log_dir / f"ingest-{tag}.log", workers=workers)
     first.start()
     first.stop()  # sessions and subscriptions stay at the broker, offline
     before = count_rows(db_url)
     publish_backlog(mqtt_url, messages, start)
     target = before + messages * READINGS_PER_MESSAGE
-    second = IngestProcess(
-        db_url, mqtt_url, log_dir / f"ingest-{tag}-2.log", workers=workers, **settings
-    )
-    second.env["MQTT_SHARE_GROUP"], second.env["MQTT_CLIENT_ID"] = (
-        first.env["MQTT_SHARE_GROUP"],
-        first.env["MQTT_CLIENT_ID"],
-    )
+    # The same share group and client ids: the second one resumes the first one's sessions.
+    second = ServiceProcess("ingest", env, log_dir / f"ingest-{tag}-2.log", workers=workers)
     second.start()
     pids = second.worker_pids()
     cpu = cpu_seconds(pids)

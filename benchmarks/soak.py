@@ -117,12 +117,12 @@ async def find_max_rate(stack: Stack, workdir: Path, step_s: float) -> tuple[flo
 def _service_processes(stack: Stack) -> dict[str, list[psutil.Process]]:
     """The processes of each service, by role."""
     assert stack.ingest is not None
-    assert stack.ingest.proc is not None
+    assert stack.ingest.child is not None
     assert stack.api is not None
-    assert stack.api.proc is not None
+    assert stack.api.child is not None
     out: dict[str, list[psutil.Process]] = {
-        "ingest_supervisor": [psutil.Process(stack.ingest.proc.pid)],
-        "api": [psutil.Process(stack.api.proc.pid)],
+        "ingest_supervisor": [psutil.Process(stack.ingest.child.pid)],
+        "api": [psutil.Process(stack.api.child.pid)],
     }
     for i, pid in enumerate(sorted(stack.ingest.worker_pids())):
         out[f"ingest_worker_{i}"] = [psutil.Process(pid)]

@@ -21,7 +21,8 @@ from typing import Literal
 import psycopg
 
 from benchmarks.common import database_server, median, scratch_database, storage_paths
-from ingest.writer import BatchWriter, ReadingSet
+from ingest.records import ReadingSet
+from ingest.writer import BatchWriter
 
 DEVICES = 1_000
 METRICS = ("temperature", "humidity", "pressure", "voltage")

@@ -13,23 +13,22 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from core.errors import ConfigError, CoreError, one_line
+from core.mqtt_url import parse_mqtt_url
+from core.settings import DatabaseSettings, add_settings_arguments, settings_from_args
 from ingest import __version__, maintenance
-from ingest.errors import ConfigError, IngestError, MigrationError, one_line
+from ingest.errors import IngestError, MigrationError
 from ingest.logs import configure_logging
 from ingest.migrate import MIGRATIONS, migrate, schema_state
-from ingest.mqtt import parse_mqtt_url
-from ingest.service import WorkerConfig, run_worker
 from ingest.settings import (
-    DatabaseSettings,
     HttpSettings,
     IntakeSettings,
     MqttSettings,
     ServeSettings,
     StorageSettings,
-    add_settings_arguments,
-    settings_from_args,
 )
 from ingest.supervisor import Supervisor
+from ingest.worker import WorkerConfig, run_worker
 
 log = logging.getLogger("ingest")
 
@@ -196,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(args.log_level)
         handler = {"migrate": _migrate, "maintain": _maintain}[args.command]
         return asyncio.run(handler(args))
-    except IngestError as exc:
+    except (IngestError, CoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,36 +3,32 @@
 Exception tree::
 
     IngestError
-     ├── ConfigError                 a setting is missing or invalid
      ├── MigrationError              the schema cannot be created or upgraded
      ├── OverloadedError             the pipeline is full or shutting down: push back
-     └── StorageError                the database refused or failed a write
+     └── StorageError                the database refused or failed a request
           ├── StorageUnavailableError  the database cannot be reached, retries exhausted;
           │                            transient: push back (HTTP 503, MQTT no ack) and retry
           └── StorageDataError         the database rejected the data itself; retrying the
                                        same batch will fail again
+
+Settings and URLs are checked by :mod:`core`, whose ``ConfigError`` the command line
+reports beside these.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "ConfigError",
     "IngestError",
     "MigrationError",
     "OverloadedError",
     "StorageDataError",
     "StorageError",
     "StorageUnavailableError",
-    "one_line",
 ]
 
 
 class IngestError(Exception):
     """Root of every error raised by the ingest package."""
-
-
-class ConfigError(IngestError):
-    """A setting is missing or invalid."""
 
 
 class MigrationError(IngestError):
@@ -44,7 +40,7 @@ class OverloadedError(IngestError):
 
 
 class StorageError(IngestError):
-    """The database refused or failed a write."""
+    """The database refused or failed a request."""
 
 
 class StorageUnavailableError(StorageError):
@@ -53,9 +49,3 @@ class StorageUnavailableError(StorageError):
 
 class StorageDataError(StorageError):
     """The database rejected the data itself (not a transient failure)."""
-
-
-def one_line(exc: BaseException) -> str:
-    """First line of an exception's message (driver messages run to several lines)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -13,20 +13,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import psycopg
 from aiohttp import web
 
-from ingest.context import INTAKE, Intake
-from ingest.errors import OverloadedError, StorageDataError, StorageUnavailableError, one_line
-from ingest.intake import add_items, add_reject, log_rejects
+from core.errors import one_line
+from core.ratelimit import TokenBuckets
+from core.registry import DeviceRef
+from ingest.devices import Lender
+from ingest.errors import OverloadedError, StorageDataError, StorageError, StorageUnavailableError
+from ingest.intake import Intake, accept
 from ingest.metrics import METRICS, render
+from ingest.mqtt import MqttConsumer
 from ingest.pipeline import Submission
-from ingest.registry import DeviceRef, Miss
-from ingest.wire import Format, Reason, parse_payload
+from ingest.settings import HttpSettings
+from ingest.wire import Format, Reason
 
-__all__ = ["Problem", "problem_middleware", "routes"]
+__all__ = ["CONSUMER", "HTTP", "HttpIntake", "Problem", "problem_middleware", "routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,6 +44,21 @@ _CONTENT_TYPES = {
 }
 _RETRY_AFTER_S = "2"
 _RECEIVED_HTTP = METRICS.received.labels("http")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpIntake:
+    """What the HTTP handlers of a worker share; built once per process."""
+
+    intake: Intake
+    settings: HttpSettings
+    rate_limits: TokenBuckets
+    lend: Lender  # a database connection, for the readiness check
+
+
+HTTP = web.AppKey("http_intake", HttpIntake)
+#: The worker's MQTT consumer, where MQTT is on (for the readiness check).
+CONSUMER = web.AppKey("mqtt_consumer", MqttConsumer)
 
 
 class Problem(Exception):  # noqa: N818  (an HTTP answer, not a failure of ours)
@@ -72,14 +91,9 @@ async def _authenticate(request: web.Request, intake: Intake) -> DeviceRef:
     challenge = {"WWW-Authenticate": "Bearer"}
     if scheme.lower() != "bearer" or not token.strip():
         raise Problem(401, "unauthorized", "send Authorization: Bearer <device token>", **challenge)
-    cached = intake.devices.cached_token(token.strip())
     try:
-        if isinstance(cached, Miss):
-            async with intake.writer.connection() as conn:
-                ref = await intake.devices.by_token(conn, token.strip())
-        else:
-            ref = cached
-    except (psycopg.Error, StorageUnavailableError) as exc:
+        ref = await intake.devices.by_token(token.strip())
+    except StorageError as exc:
         log.warning("token lookup failed, database unavailable: %s", one_line(exc))
         raise _unavailable("database unavailable, retry later") from exc
     if ref is None:
@@ -87,8 +101,8 @@ async def _authenticate(request: web.Request, intake: Intake) -> DeviceRef:
     return ref
 
 
-async def _read_body(request: web.Request, intake: Intake) -> bytes:
-    timeout_s = intake.http.http_read_timeout_s
+async def _read_body(request: web.Request, http: HttpIntake) -> bytes:
+    timeout_s = http.settings.http_read_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
             return await request.read()
@@ -105,16 +119,17 @@ async def _read_body(request: web.Request, intake: Intake) -> bytes:
         raise Problem(
             413,
             Reason.TOO_LARGE.value,
-            f"body over {intake.http.http_max_body_bytes} bytes (after decoding)",
+            f"body over {http.settings.http_max_body_bytes} bytes (after decoding)",
         ) from exc
 
 
 @routes.post("/v1/telemetry")
 async def post_telemetry(request: web.Request) -> web.Response:
     """Store the readings of one device; answer after commit with per-item results."""
-    intake = request.app[INTAKE]
+    http = request.app[HTTP]
+    intake = http.intake
     _RECEIVED_HTTP.inc()
-    ref = await _authenticate(request, intake)
+    device = await _authenticate(request, intake)
     fmt = _CONTENT_TYPES.get(request.content_type)
     if fmt is None:
         raise Problem(
@@ -122,47 +137,35 @@ async def post_telemetry(request: web.Request) -> web.Response:
             "unsupported_media_type",
             "send application/json (wire format v1) or application/senml+json",
         )
-    wait_s = intake.rate_limits.take(ref.device_key)
+    wait_s = http.rate_limits.take(device.device_key)
     if wait_s:
         raise Problem(
             429,
             "rate_limited",
-            f"device {ref.device_id} is over its request rate",
+            f"device {device.device_id} is over its request rate",
             **{"Retry-After": str(max(1, round(wait_s + 0.5)))},
         )
-    body = await _read_body(request, intake)
-    now = datetime.now(UTC)
-    parsed = parse_payload(body, fmt, ref.device_id, now, intake.limits)
-    whole = next((r for r in parsed.rejects if r.index < 0), None)
-    sub = Submission(now)
-    if whole is not None:
-        add_reject(sub, whole.reason, whole.detail, body, source="http", device_id=ref.device_id)
+    body = await _read_body(request, http)
+    sub = Submission(datetime.now(UTC))
+    verdict = accept(sub, body, fmt, device, source="http", rules=intake.rules)
+    if verdict.whole is not None:
         await _commit_quietly(intake, sub)
-        raise Problem(400, whole.reason.value, whole.detail)
-    rejects = add_items(
-        sub,
-        parsed,
-        body,
-        device_key=ref.device_key,
-        device_id=ref.device_id,
-        source="http",
-        rules=intake.rules,
-    )
+        raise Problem(400, verdict.whole.reason.value, verdict.whole.detail)
     try:
         intake.pipeline.submit_nowait(sub)
         outcome = await sub.future
     except (OverloadedError, StorageUnavailableError) as exc:
         raise _unavailable(one_line(exc)) from exc
     except StorageDataError as exc:
-        log.exception("device %s: batch rejected by the database", ref.device_id)
+        log.exception("device %s: batch rejected by the database", device.device_id)
         raise Problem(500, "storage_error", "the database rejected the batch") from exc
-    log_rejects("http", ref.device_id, rejects, parsed.total)
     return web.json_response(
         {
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
             "rejected": [
-                {"index": r.index, "reason": r.reason.value, "detail": r.detail} for r in rejects
+                {"index": r.index, "reason": r.reason.value, "detail": r.detail}
+                for r in verdict.rejects
             ],
         }
     )
@@ -173,7 +176,7 @@ async def _commit_quietly(intake: Intake, sub: Submission) -> None:
     try:
         intake.pipeline.submit_nowait(sub)
         await sub.future
-    except (OverloadedError, StorageUnavailableError, StorageDataError) as exc:
+    except (OverloadedError, StorageError) as exc:
         log.warning("dead letter not stored: %s", one_line(exc))
 
 
@@ -186,17 +189,16 @@ async def healthz(_request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     """Answer 200 when the database (and the broker, where MQTT is on) can be reached."""
-    intake = request.app[INTAKE]
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(2):
-            async with intake.writer.connection() as conn:
-                await conn.execute("SELECT 1")
+        async with asyncio.timeout(2), request.app[HTTP].lend() as conn:
+            await conn.execute("SELECT 1")
         checks["database"] = "ok"
-    except (psycopg.Error, StorageUnavailableError, TimeoutError) as exc:
+    except (StorageError, TimeoutError) as exc:
         checks["database"] = f"unavailable: {one_line(exc)}"
-    if intake.mqtt is not None:
-        checks["mqtt"] = "ok" if intake.mqtt.connected else f"{intake.mqtt.state.value}"
+    consumer = request.app.get(CONSUMER)
+    if consumer is not None:
+        checks["mqtt"] = consumer.readiness()
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 

@@ -1,8 +1,13 @@
-"""What MQTT and HTTP intake share: turning a parsed message into a pipeline submission.
+"""The accept step every protocol shares: a received message into a pipeline submission.
 
-Accepted items become reading-sets; every rejected item, and a message rejected whole,
-becomes a dead letter with its reason, detail and raw payload (the item's own JSON where
-it can be cut out, else the whole message), committed in the same batch as the readings.
+MQTT (:mod:`ingest.mqtt_intake`) and HTTP (:mod:`ingest.http`) both call :func:`accept`
+once the device is known, and :func:`refuse` for a message rejected before its payload is
+read. :class:`Intake` is what they share: the pipeline, the device directory and the rules.
+
+Accepted items become reading-sets of the :class:`~ingest.pipeline.Submission`; every
+rejected item, and a message rejected whole, becomes a dead letter with its reason, detail
+and raw payload (the item's own JSON where it can be cut out, else the whole message),
+committed in the same batch as the readings.
 """
 
 from __future__ import annotations
@@ -13,29 +18,113 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
 
+from core.registry import DeviceRef
+from ingest.devices import DeviceDirectory
 from ingest.metrics import METRICS
-from ingest.pipeline import Submission
-from ingest.wire import Parsed, Reason, Reject
-from ingest.writer import DeadLetter
+from ingest.pipeline import Pipeline, Submission
+from ingest.records import DeadLetter, Source
+from ingest.wire import Format, Limits, Reason, Reject, parse_payload
 
-__all__ = ["IntakeRules", "add_items", "add_reject", "log_rejects"]
+__all__ = ["Intake", "IntakeRules", "Verdict", "accept", "refuse"]
 
 log = logging.getLogger(__name__)
 
-Source = Literal["mqtt", "http"]
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What :func:`accept` made of one message.
+
+    ``whole`` is the reject of a message refused as a whole (nothing of it is stored but its
+    dead letter); ``rejects`` are those of single items; ``total`` counts its items.
+    """
+
+    whole: Reject | None
+    rejects: list[Reject]
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
 class IntakeRules:
-    """Checks that need server state rather than the message alone."""
+    """What the accept step checks a message against, besides the message itself."""
 
+    limits: Limits
     retention: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """What a worker's MQTT and HTTP intake share; built once per process, never changed."""
+
+    pipeline: Pipeline
+    devices: DeviceDirectory
+    rules: IntakeRules
+
+
+def accept(
+    sub: Submission,
+    body: bytes,
+    fmt: Format,
+    device: DeviceRef,
+    *,
+    source: Source,
+    rules: IntakeRules,
+) -> Verdict:
+    """Parse ``body`` of ``device`` and add its readings and dead letters to ``sub``."""
+    parsed = parse_payload(body, fmt, device.device_id, sub.received_at, rules.limits)
+    for reject in parsed.rejects:
+        if reject.index < 0:
+            refuse(
+                sub, reject.reason, reject.detail, body, source=source, device_id=device.device_id
+            )
+            return Verdict(reject, [], parsed.total)
+    retention = rules.retention
+    oldest = sub.received_at - retention
+    rejects = list(parsed.rejects)
+    from_parser = len(rejects)
+    sets, newest = sub.sets, sub.newest_ts
+    device_key = device.device_key
+    seqs = sub.devices.setdefault(device_key, [])
+    for item in parsed.items:  # one pass: this runs for every reading-set received
+        ts = item.ts
+        if ts < oldest:
+            detail = f"ts is older than the retention of {retention.days} days"
+            rejects.append(Reject(item.index, Reason.TOO_OLD, detail))
+            continue
+        sets.append((device_key, ts, item.values))
+        if item.seq is not None:
+            seqs.append(item.seq)
+        if newest is None or ts > newest:
+            newest = ts
+    sub.newest_ts = newest
+    if rejects:
+        if len(rejects) > from_parser:
+            rejects.sort(key=lambda r: r.index)
+        sub.dead_letters += _dead_letters(rejects, body, source, device.device_id, sub.received_at)
+        _log_rejects(source, device.device_id, rejects, parsed.total)
+    return Verdict(None, rejects, parsed.total)
+
+
+def refuse(
+    sub: Submission,
+    reason: Reason,
+    detail: str,
+    body: bytes,
+    *,
+    source: Source,
+    device_id: str | None,
+) -> None:
+    """Refuse a whole message: log it and add its dead letter to ``sub``."""
+    log.info("device %s (%s): message rejected (%s): %s", device_id or "?", source, reason, detail)
+    sub.dead_letters += _dead_letters(
+        [Reject(-1, reason, detail)], body, source, device_id, sub.received_at
+    )
 
 
 def _item_payloads(body: bytes, indexes: Sequence[int]) -> dict[int, bytes]:
     """Cut the JSON of the rejected items out of the message, where it parses."""
+    if not indexes:
+        return {}
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError):
@@ -49,16 +138,15 @@ def _item_payloads(body: bytes, indexes: Sequence[int]) -> dict[int, bytes]:
     }
 
 
-def dead_letters_for(
+def _dead_letters(
     rejects: Sequence[Reject],
     body: bytes,
-    *,
     source: Source,
     device_id: str | None,
     received_at: datetime,
 ) -> list[DeadLetter]:
     """One dead letter per reject, counted in the metrics."""
-    payloads = _item_payloads(body, [r.index for r in rejects if r.index >= 0]) if rejects else {}
+    payloads = _item_payloads(body, [r.index for r in rejects if r.index >= 0])
     letters = []
     for reject in rejects:
         METRICS.rejected.labels(source, reject.reason.value).inc()
@@ -76,65 +164,8 @@ def dead_letters_for(
     return letters
 
 
-def add_reject(
-    sub: Submission,
-    reason: Reason,
-    detail: str,
-    body: bytes,
-    *,
-    source: Source,
-    device_id: str | None,
-) -> None:
-    """Add the dead letter of a message rejected whole to ``sub``."""
-    sub.dead_letters += dead_letters_for(
-        [Reject(-1, reason, detail)],
-        body,
-        source=source,
-        device_id=device_id,
-        received_at=sub.received_at,
-    )
-
-
-def add_items(
-    sub: Submission,
-    parsed: Parsed,
-    body: bytes,
-    *,
-    device_key: int,
-    device_id: str,
-    source: Source,
-    rules: IntakeRules,
-) -> list[Reject]:
-    """Add a parsed message's readings and dead letters to ``sub``; return its rejects."""
-    oldest = sub.received_at - rules.retention
-    rejects = list(parsed.rejects)
-    from_parser = len(rejects)
-    sets, seqs, newest = sub.sets, sub.devices.setdefault(device_key, []), sub.newest_ts
-    for item in parsed.items:  # one pass: this runs for every reading-set received
-        ts = item.ts
-        if ts < oldest:
-            detail = f"ts is older than the retention of {rules.retention.days} days"
-            rejects.append(Reject(item.index, Reason.TOO_OLD, detail))
-            continue
-        sets.append((device_key, ts, item.values))
-        if item.seq is not None:
-            seqs.append(item.seq)
-        if newest is None or ts > newest:
-            newest = ts
-    sub.newest_ts = newest
-    if len(rejects) > from_parser:
-        rejects.sort(key=lambda r: r.index)
-    if rejects:
-        sub.dead_letters += dead_letters_for(
-            rejects, body, source=source, device_id=device_id, received_at=sub.received_at
-        )
-    return rejects
-
-
-def log_rejects(source: Source, device_id: str, rejects: Sequence[Reject], total: int) -> None:
+def _log_rejects(source: Source, device_id: str, rejects: Sequence[Reject], total: int) -> None:
     """Log one line per message that had rejects: counts by reason and the first detail."""
-    if not rejects:
-        return
     by_reason = Counter(r.reason.value for r in rejects)
     first = rejects[0]
     log.info(

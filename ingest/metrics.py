@@ -38,6 +38,11 @@ class Metrics:
     flush_seconds: Histogram
     commit_lag: Histogram
     mqtt_acks: Counter
+    mqtt_stale_acks: Counter
+    mqtt_connects: Counter
+    db_retries: Counter
+    batches_deduplicated: Counter
+    latest_rows: Counter
     queue_rows: Gauge
     mqtt_connected: Gauge
 
@@ -65,6 +70,18 @@ METRICS = Metrics(
         buckets=_LATENCY_BUCKETS,
     ),
     mqtt_acks=Counter("ingest_mqtt_acks", "MQTT messages acknowledged after commit"),
+    mqtt_stale_acks=Counter(
+        "ingest_mqtt_stale_acks",
+        "MQTT acknowledgements not sent: the message came on an earlier connection (the broker"
+        " redelivers it)",
+    ),
+    mqtt_connects=Counter("ingest_mqtt_connects", "Connections made to the MQTT broker"),
+    db_retries=Counter("ingest_db_retries", "Database writes retried after a transient failure"),
+    batches_deduplicated=Counter(
+        "ingest_batches_deduplicated",
+        "Batches that held a stored reading and went through INSERT ... ON CONFLICT",
+    ),
+    latest_rows=Counter("ingest_latest_rows", "Rows of latest_readings upserted"),
     queue_rows=Gauge(
         "ingest_queue_rows", "Rows queued or being written", multiprocess_mode="livesum"
     ),

@@ -19,8 +19,9 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
+from core.errors import one_line
 from ingest import maintenance
-from ingest.errors import MigrationError, one_line
+from ingest.errors import MigrationError
 from ingest.settings import StorageSettings
 
 __all__ = ["MIGRATIONS", "MigrationResult", "ResolvedMode", "migrate", "schema_state"]

@@ -16,16 +16,32 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from ingest.errors import IngestError, OverloadedError, StorageError
+from core.lifecycle import AsyncResource, ResourceState
+from ingest.errors import IngestError, OverloadedError
 from ingest.metrics import METRICS
-from ingest.writer import BatchWriter, DeadLetter, DeviceUpdate, ReadingSet
+from ingest.records import DeadLetter, DeviceUpdate, ReadingSet, WriteResult
 
-__all__ = ["Outcome", "Pipeline", "PipelineSettings", "Submission"]
+__all__ = ["Outcome", "Pipeline", "PipelineSettings", "Submission", "Writer", "device_updates"]
 
 log = logging.getLogger(__name__)
+
+
+class Writer(Protocol):
+    """What the pipeline writes batches with (:class:`ingest.writer.BatchWriter`)."""
+
+    async def write(
+        self,
+        sets: Sequence[ReadingSet],
+        devices: Sequence[DeviceUpdate] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> WriteResult:
+        """Store one batch in one transaction; raise an IngestError when it is not stored."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,19 +84,25 @@ class Submission:
         return sum(len(values) for _, _, values in self.sets) + len(self.dead_letters)
 
 
-class Pipeline:
-    """Batches submissions and writes them with a :class:`BatchWriter`."""
+class Pipeline(AsyncResource):
+    """Batches submissions and writes them with a :class:`Writer`.
 
-    def __init__(self, writer: BatchWriter, settings: PipelineSettings) -> None:
+    Open it (``async with``) to start the batcher; closing it stops taking submissions,
+    flushes what is queued and waits up to ``close_timeout_s`` for every commit.
+    """
+
+    def __init__(
+        self, writer: Writer, settings: PipelineSettings, *, close_timeout_s: float = 30.0
+    ) -> None:
         self._writer = writer
         self.settings = settings
+        self.close_timeout_s = close_timeout_s
         self._queue: asyncio.Queue[tuple[Submission, int]] = asyncio.Queue()
         self._rows = 0  # queued and being written
         self._space = asyncio.Condition()
         self._flush_slots = asyncio.Semaphore(settings.max_concurrent_flushes)
         self._flushes: set[asyncio.Task[None]] = set()
         self._batcher: asyncio.Task[None] | None = None
-        self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -89,17 +111,23 @@ class Pipeline:
         """Rows accepted into the pipeline and not yet committed."""
         return self._rows
 
-    async def start(self) -> None:
-        """Start the batcher task."""
+    def _closing(self) -> bool:
+        return self._state is not ResourceState.OPEN
+
+    async def _open(self) -> None:
         self._batcher = asyncio.create_task(self._run(), name="ingest-batcher")
 
-    async def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop taking submissions, flush what is queued and wait for every commit."""
-        self._closing = True
+    async def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything submitted so far has committed (or failed); False on timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        return self._idle.is_set()
+
+    async def _close(self) -> None:
         async with self._space:
             self._space.notify_all()  # submitters waiting for room give up
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        await self.drain(self.close_timeout_s)
         if self._batcher is not None:
             self._batcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -116,7 +144,7 @@ class Pipeline:
 
     def submit_nowait(self, sub: Submission) -> None:
         """Queue ``sub`` or raise OverloadedError at once when the pipeline is full."""
-        if self._closing:
+        if self._closing():
             raise OverloadedError("shutting down")
         rows = sub.rows
         if self._rows and self._rows + rows > self.settings.max_queue_rows:
@@ -132,12 +160,12 @@ class Pipeline:
         async with self._space:
             await self._space.wait_for(
                 lambda: (
-                    self._closing
+                    self._closing()
                     or not self._rows
                     or self._rows + rows <= self.settings.max_queue_rows
                 )
             )
-        if self._closing:
+        if self._closing():
             raise OverloadedError("shutting down")
         self._enqueue(sub, rows)
 
@@ -157,7 +185,7 @@ class Pipeline:
             while rows < max_rows:
                 if self._queue.empty():
                     remaining = deadline - loop.time()
-                    if remaining <= 0 or self._closing:
+                    if remaining <= 0 or self._closing():
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), remaining)
@@ -197,8 +225,8 @@ class Pipeline:
         dead_letters = [d for sub in subs for d in sub.dead_letters]
         started = time.perf_counter()
         try:
-            result = await self._writer.write(sets, _bookkeeping(subs), dead_letters)
-        except (StorageError, IngestError) as exc:
+            result = await self._writer.write(sets, device_updates(subs), dead_letters)
+        except IngestError as exc:
             METRICS.flush_failures.inc()
             for sub in subs:
                 if not sub.future.done():
@@ -226,7 +254,7 @@ class Pipeline:
         METRICS.duplicates.inc(result.duplicates)
 
 
-def _bookkeeping(subs: list[Submission]) -> list[DeviceUpdate]:
+def device_updates(subs: list[Submission]) -> list[DeviceUpdate]:
     """One update per device in the batch: when heard, seq range, gaps inside the batch."""
     heard: dict[int, datetime] = {}
     seqs: dict[int, set[int]] = defaultdict(set)

@@ -1,53 +1,30 @@
-"""Settings of the ingest service: environment variables, each with a command-line flag.
+"""Settings of the ingest service, in small frozen groups (the database's are in core).
 
-A field ``retention_days`` reads ``RETENTION_DAYS`` and has the flag ``--retention-days``;
-a flag wins over the environment, the environment over the default. The flat settings are
-parsed once in ``main()`` and handed down as small frozen groups.
+A field ``retention_days`` reads ``RETENTION_DAYS`` and has the flag ``--retention-days``
+(:func:`core.settings.add_settings_arguments`); a flag wins over the environment, the
+environment over the default.
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ingest.errors import ConfigError
+from core.settings import MqttProtocol
 
 __all__ = [
-    "DatabaseSettings",
     "HttpSettings",
     "IntakeSettings",
-    "MqttProtocol",
     "MqttSettings",
     "ServeSettings",
     "StorageMode",
     "StorageSettings",
-    "add_settings_arguments",
-    "settings_from_args",
 ]
 
 StorageMode = Literal["auto", "timescale", "plain"]
-MqttProtocol = Literal["5", "3.1.1"]
-
-
-class DatabaseSettings(BaseSettings):
-    """Where the database is and how many connections to keep."""
-
-    model_config = SettingsConfigDict(frozen=True, extra="ignore")
-
-    database_url: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/telemetry",
-        description="PostgreSQL connection URL (libpq conninfo strings work too)",
-    )
-    db_pool_min: int = Field(2, ge=1, description="connections kept open")
-    db_pool_max: int = Field(8, ge=1, description="connections at most")
-    db_retry_max_s: float = Field(
-        10.0, ge=0, description="how long a write is retried on transient errors"
-    )
 
 
 class StorageSettings(BaseSettings):
@@ -165,51 +142,3 @@ class ServeSettings(BaseSettings):
         default=True,
         description="run the storage jobs (partitions, retention, rollups) in worker 0",
     )
-
-
-@dataclass(frozen=True)
-class _Flag:
-    name: str
-    env: str
-    help: str
-
-
-S = TypeVar("S", bound=BaseSettings)
-
-
-def _flags(model: type[BaseSettings]) -> list[_Flag]:
-    return [
-        _Flag(name, name.upper(), info.description or "")
-        for name, info in model.model_fields.items()
-    ]
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser, *models: type[BaseSettings]) -> None:
-    """Add a ``--flag`` for every field of ``models``; help shows the env name and default."""
-    for model in models:
-        group = parser.add_argument_group(model.__doc__.splitlines()[0] if model.__doc__ else "")
-        for flag in _flags(model):
-            default = model.model_fields[flag.name].default
-            group.add_argument(
-                f"--{flag.name.replace('_', '-')}",
-                dest=flag.name,
-                default=None,
-                metavar=flag.env,
-                help=f"{flag.help} (env {flag.env}, default {default})",
-            )
-
-
-def settings_from_args(model: type[S], args: argparse.Namespace) -> S:
-    """Build ``model`` from flags over environment over defaults; ConfigError when invalid."""
-    given = {
-        name: value
-        for name in model.model_fields
-        if (value := getattr(args, name, None)) is not None
-    }
-    try:
-        return model(**given)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -2,8 +2,9 @@
 
 Workers share the HTTP port (SO_REUSEPORT) and the MQTT load (the shared subscription),
 each with a stable MQTT client id so its session, and the messages it had not yet
-acknowledged, survive a restart. A worker that dies is restarted after a backoff that
-grows while it keeps dying and resets once it has run for a minute. SIGTERM or SIGINT are
+acknowledged, survive a restart. A worker that dies is restarted after a capped, jittered
+delay that doubles while it keeps dying and resets once it has run for a minute
+(:class:`core.backoff.Backoff`). SIGTERM or SIGINT are
 passed on to the workers, which flush, acknowledge and exit; the supervisor then exits 0.
 """
 
@@ -22,11 +23,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client import multiprocess
 
+from core.backoff import Backoff
+
 __all__ = ["Supervisor"]
 
 log = logging.getLogger(__name__)
 
 _STABLE_S = 60.0
+_BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
 _SHUTDOWN_S = 45.0
 
@@ -36,8 +40,8 @@ class _Worker:
     index: int
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    failures: int = 0
     restart_at: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S))
 
 
 @dataclass
@@ -87,8 +91,9 @@ class Supervisor:
             if proc is not None and proc.poll() is not None:
                 multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
                 ran = now - worker.started
-                worker.failures = 0 if ran > _STABLE_S else worker.failures + 1
-                delay = min(_BACKOFF_MAX_S, 0.5 * 2 ** max(0, worker.failures - 1))
+                if ran > _STABLE_S:
+                    worker.backoff.reset()
+                delay = worker.backoff.next_delay()
                 log.error(
                     "worker %d (pid %d) exited with status %s after %.0f s; restarting in %.1f s",
                     worker.index,

@@ -6,9 +6,7 @@ again, up to a time limit; other failures raise :class:`~simulator.errors.ApiErr
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +14,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay
 
 from simulator.errors import ApiError
 from simulator.messages import ts_from_ms, ts_to_ms
@@ -23,7 +22,25 @@ from simulator.messages import ts_from_ms, ts_to_ms
 __all__ = ["QueryApi", "Reject", "StoredRow"]
 
 _RETRY_FOR_S = 60.0
+_RETRY_AFTER_MAX_S = 5.0
 _EXPORT_DEVICES = 100
+
+
+class _BusyError(Exception):
+    """The API answered 429 or 503: wait as long as it says, then ask again."""
+
+    def __init__(self, detail: str, retry_after: str | None) -> None:
+        super().__init__(detail)
+        try:
+            wait_s = float(retry_after or 1)
+        except ValueError:  # an HTTP date: not worth parsing for a wait of seconds
+            wait_s = 1.0
+        self.retry_after_s = min(max(wait_s, 0.0), _RETRY_AFTER_MAX_S)
+
+
+def _retry_after(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    return exc.retry_after_s if isinstance(exc, _BusyError) else 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,21 +97,32 @@ class QueryApi:
         self, method: str, path: str, *, ok: Sequence[int] = (200,), **kwargs: Any
     ) -> tuple[int, bytes]:
         """Make a request, waiting out 429/503; return the status and body."""
-        deadline = time.monotonic() + _RETRY_FOR_S
         url = f"{self.base_url}{path}"
-        while True:
-            try:
-                async with self.session.request(method, url, **kwargs) as resp:
-                    body = await resp.read()
-                    if resp.status in ok:
-                        return resp.status, body
-                    retry_after = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise ApiError(f"{method} {url}: {exc or type(exc).__name__}") from exc
-            if resp.status not in (429, 503) or time.monotonic() > deadline:
-                detail = body.decode("utf-8", "replace")[:200]
-                raise ApiError(f"{method} {url}: {resp.status} {detail}")
-            await asyncio.sleep(min(float(retry_after or 1), 5.0))
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_BusyError),
+            wait=_retry_after,
+            stop=stop_after_delay(_RETRY_FOR_S),
+            reraise=True,
+        )
+        try:
+            return await retrying(self._call_once, method, url, ok, **kwargs)
+        except _BusyError as exc:
+            raise ApiError(f"{method} {url}: {exc}") from exc
+
+    async def _call_once(
+        self, method: str, url: str, ok: Sequence[int], **kwargs: Any
+    ) -> tuple[int, bytes]:
+        try:
+            async with self.session.request(method, url, **kwargs) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(f"{method} {url}: {exc or type(exc).__name__}") from exc
+        if resp.status in ok:
+            return resp.status, body
+        detail = f"{resp.status} {body.decode('utf-8', 'replace')[:200]}"
+        if resp.status in (429, 503):
+            raise _BusyError(detail, resp.headers.get("Retry-After"))
+        raise ApiError(f"{method} {url}: {detail}")
 
     async def register(self, device_id: str, name: str, metadata: dict[str, str]) -> str:
         """Register a device (or rotate the token of an existing one); return its token."""

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import get_args
 
-from ingest.settings import MqttProtocol
+from core.settings import MqttProtocol
 from simulator import __version__
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi

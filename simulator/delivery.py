@@ -1,8 +1,9 @@
 """Delivery: hand a device's message to its driver, retry until acknowledged, account for it.
 
 A message that is not acknowledged (connection lost, timeout, 5xx) is sent again after a
-capped, doubling delay; 429 and 503 are waited out for as long as Retry-After says. The
-ledger sees the first copy as sent and every acknowledged copy as acknowledged.
+capped, jittered, doubling delay (:class:`core.backoff.Backoff`); 429 and 503 are waited
+out for as long as Retry-After says. The ledger sees the first copy as sent and every
+acknowledged copy as acknowledged.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from core.backoff import Backoff
 from simulator.accounting import Ledger
 from simulator.driver_http import HttpDriver
 from simulator.driver_mqtt import MqttDriver
@@ -49,7 +51,7 @@ class Courier:
     ) -> bool:
         """Send until acknowledged; return False if the server refused it for good."""
         self.ledger.sent(device.device_id, message, duplicate=duplicate)
-        delay_s = _RETRY_FIRST_S
+        backoff = Backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
         while True:
             try:
                 rejects = await self._send_once(index, device, message)
@@ -62,7 +64,7 @@ class Courier:
                 wait_s = exc.retry_after_s
             except DriverError as exc:
                 self.last_error = str(exc)
-                wait_s, delay_s = delay_s, min(delay_s * 2, _RETRY_MAX_S)
+                wait_s = backoff.next_delay()
             else:
                 self.ledger.acked(device.device_id, message, rejects)
                 return True

@@ -42,18 +42,17 @@ import aiohttp
 import psycopg
 from psycopg import sql
 
-from ingest.settings import MqttProtocol
+from core.settings import MqttProtocol
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
-from simulator.errors import SimulatorError
+from simulator.errors import ServiceError, ServiceNotInstalledError, SimulatorError
 from simulator.fleet import Fleet, parse_protocols
+from simulator.processes import Child, spawn
 from simulator.runner import Endpoints, RunConfig, run_fleet
 from simulator.services import (
     AmqttServer,
     MosquittoServer,
     PostgresServer,
-    ServiceError,
-    ServiceNotInstalledError,
     find_amqtt,
     find_mosquitto,
     pick_port,
@@ -166,51 +165,7 @@ async def _in_thread(fn: Callable[[], T]) -> T:
         raise
 
 
-@dataclass
-class _Child:
-    """A platform process (ingest or api) started by the launcher, in a session of its own."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def failure(self) -> str | None:
-        """Say how the process ended, when it has."""
-        code = self.proc.poll()
-        if code is None:
-            return None
-        lines = (
-            self.log.read_text(errors="replace").strip().splitlines() if self.log.exists() else []
-        )
-        last = f': "{lines[-1][:300]}"' if lines else ""
-        return f"{self.name} exited with code {code}{last}; see {self.log}"
-
-    async def stop(self) -> None:
-        """SIGTERM, wait for a graceful exit, then kill its whole process group."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            await _in_thread(lambda: self.proc.wait(timeout=_STOP_TIMEOUT_S))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            await _in_thread(self.proc.wait)
-
-
-def _spawn(name: str, args: list[str], env: dict[str, str], logs: Path) -> _Child:
-    log = logs / f"{name}.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603  (our own interpreter and arguments)
-            [sys.executable, "-m", *args],
-            env=os.environ | env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return _Child(name, proc, log)
-
-
-async def _wait_ready(child: _Child, url: str, session: aiohttp.ClientSession) -> None:
+async def _wait_ready(child: Child, url: str, session: aiohttp.ClientSession) -> None:
     deadline = time.monotonic() + _READY_TIMEOUT_S
     last = "no answer"
     while time.monotonic() < deadline:
@@ -323,7 +278,7 @@ class _Demo:
         self.data_dir = config.data_dir.resolve()
         self.logs = self.data_dir / "logs"
         self.pids: dict[str, int] = {"launcher": os.getpid()}
-        self.children: list[_Child] = []
+        self.children: list[Child] = []
         self.key = ""
         self.api_url = f"http://127.0.0.1:{config.api_port}"
         self.ingest_url = f"http://127.0.0.1:{config.ingest_port}"
@@ -438,8 +393,8 @@ class _Demo:
             ("ingest", ingest_args, ingest_env, self.ingest_url),
         ):
             self.say(f"starting {name} on {url}")
-            child = _spawn(name, args, child_env, self.logs)
-            self.stack.push_async_callback(child.stop)
+            child = spawn(name, args, child_env, self.logs / f"{name}.log")
+            self.stack.push_async_callback(_in_thread, lambda c=child: c.stop(_STOP_TIMEOUT_S))
             self.children.append(child)
             self._record(name, child.proc.pid)
             await _wait_ready(child, f"{url}/readyz", session)

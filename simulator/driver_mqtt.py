@@ -1,34 +1,32 @@
 """MQTT driver: a small pool of paho clients, driven by the asyncio loop, for the fleet.
 
 Thousands of devices share a few connections (one per ``devices_per_connection``), so no
-paho network thread runs per device: like the ingest's consumer, each client's socket is
-registered with the event loop (``loop_read``/``loop_write`` on readiness, ``loop_misc``
-every second). A device's message goes to ``telemetry/{device_id}`` (``/senml`` for SenML)
-at QoS 1 and counts as acknowledged when its PUBACK arrives. Each connection has a window
-of messages in flight; a lost connection fails its in-flight messages (the devices send
-them again) and reconnects after a capped, jittered, doubling delay. MQTT 5 by default;
+paho network thread runs per device: like the ingest's consumer, each client is kept
+connected by :class:`core.mqtt_link.MqttLink`, its socket read and written by the event
+loop. A device's message goes to ``telemetry/{device_id}`` (``/senml`` for SenML) at QoS 1
+and counts as acknowledged when its PUBACK arrives. Each connection has a window of
+messages in flight; a lost connection fails its in-flight messages (the devices send them
+again) and reconnects after a capped, jittered, doubling delay. MQTT 5 by default;
 ``protocol="3.1.1"`` for brokers without MQTT 5 (amqtt), with a clean session either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import random
-import ssl
 import uuid
 from types import TracebackType
 from typing import Any, Self
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.errors import ConfigError as IngestConfigError
-from ingest.mqtt import BrokerAddress
-from ingest.mqtt import parse_mqtt_url as parse_broker_url
-from ingest.paho_asyncio import PahoLoopBridge
-from ingest.settings import MqttProtocol
+from core.backoff import Backoff
+from core.errors import ConfigError as CoreConfigError
+from core.mqtt_link import MqttLink, new_client
+from core.mqtt_url import BrokerAddress
+from core.mqtt_url import parse_mqtt_url as parse_broker_url
+from core.settings import MqttProtocol
 from simulator.errors import ConfigError, DriverError
 from simulator.messages import Message
 
@@ -36,15 +34,13 @@ __all__ = ["BrokerAddress", "MqttDriver", "parse_mqtt_url"]
 
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 5.0
-_CONNECT_WAIT_S = 15.0
-_KEEPALIVE_S = 30
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:
     """Parse ``mqtt://[user[:pass]@]host[:port]`` or ``mqtts://...``; ConfigError if not."""
     try:
         return parse_broker_url(url)
-    except IngestConfigError as exc:
+    except CoreConfigError as exc:
         raise ConfigError(str(exc)) from exc
 
 
@@ -56,33 +52,22 @@ class _Link:
     ) -> None:
         self.address = address
         self.window = asyncio.Semaphore(window)
-        self.connected = asyncio.Event()
-        self._lost = asyncio.Event()
-        self._closed = False
         self._loop = asyncio.get_running_loop()
         self._in_flight: dict[int, asyncio.Future[None]] = {}
-        self._mqtt5 = protocol == "5"
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if self._mqtt5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if self._mqtt5 else True,
-            reconnect_on_failure=False,
+        client = new_client(address, client_id, protocol=protocol, persistent=False)
+        client.max_inflight_messages_set(window)
+        client.max_queued_messages_set(window)
+        client.on_publish = self._on_publish
+        self.client = client
+        self._link = MqttLink(
+            client,
+            address,
+            name=client_id,
+            backoff=Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S),
+            on_lost=self._fail_in_flight,
         )
-        self.client.max_inflight_messages_set(window)
-        self.client.max_queued_messages_set(window)
-        if address.username:
-            self.client.username_pw_set(address.username, address.password)
-        if address.tls:
-            self.client.tls_set_context(ssl.create_default_context())
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self._bridge = PahoLoopBridge(self.client, self._loop)
-        self._tasks = [
-            asyncio.create_task(self._keep_connected(), name=f"mqtt-link-{client_id}"),
-            asyncio.create_task(self._bridge.housekeeping(), name=f"mqtt-misc-{client_id}"),
-        ]
+        self.connected = self._link.connected
+        self._link.start()
 
     async def publish(self, topic: str, payload: bytes, wait_s: float) -> None:
         """Publish at QoS 1 and wait for the PUBACK; DriverError if it does not come."""
@@ -108,51 +93,10 @@ class _Link:
                 self._in_flight.pop(info.mid, None)
 
     async def close(self) -> None:
-        """Disconnect and stop the link's tasks."""
-        self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.client.is_connected():
-            self.client.disconnect()
-            with contextlib.suppress(OSError):
-                self.client.loop_write()
-        self._bridge.drop_socket()
+        """Disconnect and stop reconnecting."""
+        await self._link.close()
 
-    async def _keep_connected(self) -> None:
-        delay = _BACKOFF_FIRST_S
-        while not self._closed:
-            self._lost.clear()
-            try:
-                await self._loop.run_in_executor(None, self._connect)
-                async with asyncio.timeout(_CONNECT_WAIT_S):
-                    await self.connected.wait()
-            except (OSError, ssl.SSLError, TimeoutError):
-                self._bridge.drop_socket()
-            if self.connected.is_set():
-                delay = _BACKOFF_FIRST_S
-                await self._lost.wait()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  (jitter)
-            delay = min(delay * 2, _BACKOFF_MAX_S)
-
-    def _connect(self) -> None:
-        host, port = self.address.host, self.address.port
-        if self._mqtt5:
-            self.client.connect(host, port, keepalive=_KEEPALIVE_S, clean_start=True)
-        else:  # MQTT 3.1.1 has its clean session set on the client
-            self.client.connect(host, port, keepalive=_KEEPALIVE_S)
-
-    # --- paho callbacks (on the event loop) ----------------------------------------------
-
-    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
-        if reason.is_failure:
-            self._lost.set()
-            return
-        self.connected.set()
-
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, _r: ReasonCode, _p: Any) -> None:
-        self.connected.clear()
-        self._lost.set()
+    def _fail_in_flight(self) -> None:
         lost, self._in_flight = self._in_flight, {}
         for done in lost.values():
             if not done.done():

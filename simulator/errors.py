@@ -5,6 +5,9 @@ Exception tree::
     SimulatorError              root: everything the simulator raises on purpose
      ├── ConfigError            a flag, an environment variable or the fleet file is invalid
      ├── ApiError               the query API refused or could not be reached
+     ├── ServiceError           a private PostgreSQL or broker could not be started or stopped
+     │    └── ServiceNotInstalledError   its binaries are missing; the message says what
+     │                                   to install
      └── DriverError            a message could not be sent; the device sends it again
           ├── RetryLaterError   the server asked us to wait (HTTP 429/503 with Retry-After)
           └── RefusedError      the server refused the message for good; it is not resent
@@ -18,6 +21,8 @@ __all__ = [
     "DriverError",
     "RefusedError",
     "RetryLaterError",
+    "ServiceError",
+    "ServiceNotInstalledError",
     "SimulatorError",
 ]
 
@@ -32,6 +37,14 @@ class ConfigError(SimulatorError):
 
 class ApiError(SimulatorError):
     """The query API refused a request or could not be reached."""
+
+
+class ServiceError(SimulatorError):
+    """A private service could not be started or stopped."""
+
+
+class ServiceNotInstalledError(ServiceError):
+    """The binaries a service needs are not on this machine."""
 
 
 class DriverError(SimulatorError):

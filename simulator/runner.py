@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from ingest.settings import MqttProtocol
+from core.settings import MqttProtocol
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
 from simulator.delivery import Courier

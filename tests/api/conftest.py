@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from api import ApiSettings, create_app
-from ingest.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 
 ADMIN_KEY = "ak_test-admin-key-0123456789abcdefghijklmnopqrstu"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

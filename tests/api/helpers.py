@@ -12,7 +12,7 @@ import psycopg
 from aiohttp import web
 
 from ingest import maintenance
-from ingest.writer import ReadingSet
+from ingest.records import ReadingSet
 from tests.ingest.helpers import add_device, open_writer
 
 

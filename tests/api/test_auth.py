@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from api import ApiSettings, create_app, hash_key
 from api.cli import main
-from ingest.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 from tests.api.conftest import ADMIN, ClientFactory, api_settings
 
 

@@ -14,7 +14,7 @@ from api import create_app
 from api.broker import BrokerAdmin, ingest_account
 from api.cli import main
 from api.settings import BrokerSettings
-from ingest.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 from simulator.services import MosquittoServer, free_port
 from tests.api.conftest import ADMIN, ClientFactory, api_settings
 from tests.ingest.helpers import add_device

@@ -10,7 +10,7 @@ import psycopg
 from aiohttp.test_utils import TestClient
 
 from api.models import FleetLatestPage
-from ingest.registry import DeviceAuthenticator
+from core.registry import device_by_token, hash_token
 from tests.api.conftest import ADMIN
 from tests.api.helpers import refresh_rollups
 from tests.ingest.helpers import T0, fetch_all, open_writer, series
@@ -38,7 +38,7 @@ async def test_create_returns_a_working_token_once(
     created = await r.json()
     assert created["device_id"] == "pump-1"
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
-        ref = await DeviceAuthenticator().by_token(conn, created["token"])
+        ref = await device_by_token(conn, hash_token(created["token"]))
     assert ref is not None
     assert ref.device_id == "pump-1"
     r = await client.post("/v1/devices", json=body, headers=ADMIN)
@@ -139,8 +139,8 @@ async def test_rotate_token_invalidates_the_old_one(
     assert r.status == 200
     new = (await r.json())["token"]
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
-        assert await DeviceAuthenticator().by_token(conn, old) is None
-        assert await DeviceAuthenticator().by_token(conn, new) is not None
+        assert await device_by_token(conn, hash_token(old)) is None
+        assert await device_by_token(conn, hash_token(new)) is not None
     assert (await client.post("/v1/devices/nope/token", headers=ADMIN)).status == 404
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from aiohttp.test_utils import TestClient
 
 from api import create_app
-from ingest.settings import DatabaseSettings
-from ingest.writer import DeadLetter
+from core.settings import DatabaseSettings
+from ingest.records import DeadLetter
 from tests.api.conftest import ADMIN, ClientFactory, api_settings
 from tests.api.helpers import load
 from tests.ingest.helpers import open_writer, series

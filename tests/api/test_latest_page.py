@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 
 from api import create_app, latest_page
 from api.context import DATABASE
-from ingest.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 from tests.api.conftest import ADMIN, ClientFactory, api_settings
 from tests.ingest.helpers import T0, open_writer
 

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api import ApiSettings, create_app, endpoints
-from ingest.settings import DatabaseSettings
+from core.settings import DatabaseSettings
 from tests.api.conftest import ADMIN, api_settings
 from tests.api.helpers import load, serve_in_thread
 from tests.ingest.helpers import T0, series

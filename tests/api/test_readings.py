@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from ingest.writer import ReadingSet
+from ingest.records import ReadingSet
 from tests.api.conftest import ADMIN
 from tests.api.helpers import load, refresh_rollups
 from tests.ingest.helpers import T0

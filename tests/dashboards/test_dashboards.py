@@ -27,7 +27,7 @@ from dashboards import DASHBOARDS, DEVICE_DETAIL, FLEET_OVERVIEW, queries
 from dashboards.build import main, render
 from dashboards.model import Constant, Dashboard, Panel, PromQL, QueryVariable, Sql
 from ingest.metrics import METRICS
-from ingest.writer import DeadLetter, ReadingSet
+from ingest.records import DeadLetter, ReadingSet
 from tests.api.helpers import refresh_rollups
 from tests.dashboards.grafana import (
     BUILTIN_VARIABLES,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -210,11 +211,13 @@ def test_server_errors_back_off_exponentially_and_a_200_resets(spool: Spool) -> 
         thread = threading.Thread(target=forwarder.run)
         thread.start()
         try:
-            time.sleep(2.0)
-            attempts = len(server.requests)
-            # Delays in [d/2, d] for d = 0.05, 0.1, 0.2, 0.4, 0.4, ...: about 7 in 2 s;
-            # without escalation (0.025..0.05 s each) it would be 40 or more.
-            assert 4 <= attempts <= 12, attempts
+            wait_for(lambda: len(server.requests) >= 7, 10, "seven failed attempts")
+            stamps = [at for at, _, _ in server.requests[:7]]
+            gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+            # Delays are drawn from [d/2, d] for d = 0.05, 0.1, 0.2, 0.4, 0.4, 0.4: the
+            # later gaps are at least 0.2 s; without escalation every one would be 0.05 s
+            # at most.
+            assert min(gaps[3:]) >= 0.19, gaps
             failing.clear()
             wait_for(lambda: spool.backlog == 0, 5, "the spool to drain")
         finally:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -67,9 +66,9 @@ def test_broker_outage_nothing_lost_order_kept(
             assert agent.forwarder is not None
             forwarder = agent.forwarder
             wait_for(lambda: forwarder.state is not LinkState.CONNECTED, what="link down")
-            time.sleep(2.0)  # readings pile up in the spool meanwhile
-            assert agent.spool is not None
-            assert agent.spool.backlog > 10
+            spool = agent.spool
+            assert spool is not None
+            wait_for(lambda: spool.backlog > 10, what="readings piling up in the spool")
             mosquitto.start()
             wait_for(lambda: forwarder.state is LinkState.CONNECTED, 10, "reconnect")
             wait_for(lambda: agent.spool is not None and agent.spool.backlog == 0, 10, "drain")
@@ -116,7 +115,8 @@ def test_status_topic_online_offline_and_kill9(mqtt_url: str, tmp_path: Path) ->
         try:
             assert watcher.receive(1, 15)[0].payload == b"online"
             wait_for(lambda: len(collector.seqs()) >= 20, 15, "readings before the kill")
-            time.sleep(0.3)  # let a batch sit unsent or in flight
+            # Kill with readings sampled and not yet acknowledged (unsent or in flight).
+            wait_for(lambda: read_status(tmp_path / "spool.db").depth_rows > 0, 15, "a backlog")
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         finally:

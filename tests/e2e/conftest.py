@@ -7,25 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ingest import IngestProcess
+from tests.support.processes import ServiceProcess, ingest_env
 
 
 @pytest.fixture
 def ingest_factory(
     db_url: str, mqtt_url: str, tmp_path: Path
-) -> Iterator[Callable[..., IngestProcess]]:
+) -> Iterator[Callable[..., ServiceProcess]]:
     """Start ingest services against this test's database and the session's broker."""
-    started: list[IngestProcess] = []
+    started: list[ServiceProcess] = []
 
     def start(
         *, workers: int = 1, database_url: str | None = None, **settings: str
-    ) -> IngestProcess:
-        proc = IngestProcess(
-            database_url or db_url,
-            mqtt_url,
+    ) -> ServiceProcess:
+        proc = ServiceProcess(
+            "ingest",
+            ingest_env(database_url or db_url, mqtt_url, **settings),
             tmp_path / f"ingest-{len(started)}.log",
             workers=workers,
-            **settings,
         )
         started.append(proc)
         return proc.start()

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import psycopg
 
-from ingest.registry import create_device
+from core.registry import create_device
+
+T = TypeVar("T")
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -71,6 +73,23 @@ async def wait_for(
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def wait_until(
+    observe: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    timeout_s: float = 20,
+    what: str = "condition",
+) -> T:
+    """Poll ``observe`` until ``accept`` takes what it saw; return that, or fail with ``what``."""
+    deadline = time.monotonic() + timeout_s
+    seen: T | None = None
+    while time.monotonic() < deadline:
+        seen = await observe()
+        if accept(seen):
+            return seen
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} (last seen: {seen!r})")
 
 
 def count_readings(db_url: str) -> int:

@@ -33,7 +33,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from simulator.services import AmqttServer
 from tests.e2e.helpers import count_readings, new_device, query, readings, reasons, wait_for
-from tests.support.ingest import IngestProcess
+from tests.support.processes import ServiceProcess, ingest_env
 from tests.support.proxy import TcpProxy
 
 plain_only = pytest.mark.parametrize("storage_mode", ["plain"])
@@ -80,16 +80,16 @@ def _batches(count: int, seq0: int = 0) -> list[bytes]:
     return [json.dumps(readings(10, seq0=seq0 + 10 * i)).encode() for i in range(count)]
 
 
-def _ingest(db_url: str, amqtt: AmqttServer, tmp_path: Path, name: str) -> IngestProcess:
-    return IngestProcess(
+def _ingest(db_url: str, amqtt: AmqttServer, tmp_path: Path, name: str) -> ServiceProcess:
+    env = ingest_env(
         db_url,
         amqtt.url,
-        tmp_path / f"{name}.log",
         mqtt_protocol="3.1.1",
         mqtt_share_group="",
         # One client id for every start: amqtt keeps the session of a returning client.
         mqtt_client_id=f"ingest-{name}",
     )
+    return ServiceProcess("ingest", env, tmp_path / f"{name}.log")
 
 
 async def _acks(url: str) -> float:

@@ -28,7 +28,7 @@ import pytest
 from device_client import SpoolStatus, read_status
 from simulator.services import MosquittoServer
 from tests.e2e.helpers import count_readings, new_device, query, wait_for
-from tests.support.ingest import IngestProcess
+from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.parametrize("storage_mode", ["plain"])]
@@ -189,7 +189,7 @@ async def _check_exactly_once(
 async def test_mqtt_broker_restart_every_reading_once(
     db_url: str,
     mosquitto: MosquittoServer | None,
-    ingest_factory: Callable[..., IngestProcess],
+    ingest_factory: Callable[..., ServiceProcess],
     tcp_proxy: Callable[[str, int], TcpProxy],
     tmp_path: Path,
 ) -> None:
@@ -217,8 +217,7 @@ async def test_mqtt_broker_restart_every_reading_once(
         await asyncio.sleep(OUTAGE_S)  # the agent keeps sampling into its spool meanwhile
         assert agent.status().depth_rows > 0
         mosquitto.start()
-        ingest.wait_ready()
-        await asyncio.sleep(0.5)  # /readyz says connected; the SUBACK follows the CONNACK
+        ingest.wait_ready()  # 200 once the broker has granted the subscription again
         proxy.start()
         await _until(_caught_up(db_url, device, agent), "the backlog after the restart")
         exit_code = agent.stop()
@@ -232,7 +231,7 @@ async def test_mqtt_broker_restart_every_reading_once(
 async def test_http_cut_and_rate_limit_every_reading_once(
     db_url: str,
     storage_mode: str,
-    ingest_factory: Callable[..., IngestProcess],
+    ingest_factory: Callable[..., ServiceProcess],
     tcp_proxy: Callable[[str, int], TcpProxy],
     tmp_path: Path,
 ) -> None:
@@ -264,7 +263,7 @@ async def test_kill_9_and_restart_seq_continues(
     db_url: str,
     storage_mode: str,
     mqtt_url: str,
-    ingest_factory: Callable[..., IngestProcess],
+    ingest_factory: Callable[..., ServiceProcess],
     tmp_path: Path,
 ) -> None:
     device = "dc-kill-1"
@@ -277,7 +276,8 @@ async def test_kill_9_and_restart_seq_continues(
                 _rows_at_least(db_url, count_readings(db_url) + 60),
                 f"readings before kill {round_}",
             )
-            await asyncio.sleep(0.13)  # land somewhere inside a batch interval, batches in flight
+            # Kill with readings sampled and not yet acknowledged, some of them in flight.
+            await _until(lambda: agent.status().depth_rows > 0, "readings in the spool")
             agent.kill()
             after_kill = agent.status()  # readable and consistent after kill -9
             agent.start()

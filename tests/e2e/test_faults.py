@@ -20,9 +20,18 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from simulator.services import MosquittoServer
-from tests.e2e.helpers import NOW, count_readings, new_device, post, query, readings, wait_for
-from tests.support.ingest import IngestProcess
+from tests.e2e.helpers import (
+    NOW,
+    count_readings,
+    new_device,
+    post,
+    query,
+    readings,
+    wait_for,
+    wait_until,
+)
 from tests.support.mqtt import TestClient
+from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.parametrize("storage_mode", ["plain"])]
@@ -55,7 +64,7 @@ async def test_database_cut_nothing_acknowledged_then_everything_once(
     db_url: str,
     storage_mode: str,
     mqtt_url: str,
-    ingest_factory: Callable[..., IngestProcess],
+    ingest_factory: Callable[..., ServiceProcess],
     tcp_proxy: Callable[[str, int], TcpProxy],
 ) -> None:
     token = await new_device(db_url, "cut-1")
@@ -71,8 +80,14 @@ async def test_database_cut_nothing_acknowledged_then_everything_once(
     status, body, headers = await post(ingest.url, token, readings(5, seq0=1000))
     assert (status, body["error"]) == (503, "unavailable")
     assert "Retry-After" in headers
+    failures_before = await _metric(ingest.url, "ingest_flush_failures_total")
     _publish(mqtt_url, "cut-1", 20, seq0=2000)
-    await asyncio.sleep(4)  # longer than DB_RETRY_MAX_S: the writer has given up meanwhile
+    # The writer gives up after DB_RETRY_MAX_S; until the database is back nothing is acked.
+    await wait_until(
+        lambda: _metric(ingest.url, "ingest_flush_failures_total"),
+        lambda failures: failures > failures_before,
+        what="the writer to give up",
+    )
     assert await _metric(ingest.url, "ingest_mqtt_acks_total") == acks_before
     async with aiohttp.ClientSession() as session, session.get(f"{ingest.url}/readyz") as resp:
         assert resp.status == 503
@@ -88,7 +103,7 @@ async def test_database_cut_nothing_acknowledged_then_everything_once(
 
 
 async def test_kill_9_of_a_worker_mid_stream(
-    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     await new_device(db_url, "kill-1")
     ingest = ingest_factory(workers=2)
@@ -112,7 +127,7 @@ async def test_broker_restart_mid_stream(
     storage_mode: str,
     mqtt_url: str,
     mosquitto: MosquittoServer | None,
-    ingest_factory: Callable[..., IngestProcess],
+    ingest_factory: Callable[..., ServiceProcess],
 ) -> None:
     if mosquitto is None:
         pytest.skip("TEST_MQTT_URL names an external broker that this test cannot restart")
@@ -121,11 +136,10 @@ async def test_broker_restart_mid_stream(
     # In flight and unacknowledged when the broker goes down: redelivered from its session.
     _publish(mqtt_url, "brk-1", 300)
     mosquitto.stop()
-    await asyncio.sleep(1)
+    await wait_for(lambda: ingest.get("/readyz")[0] == 503, what="the ingest to see the outage")
     mosquitto.start()
     # Mosquitto 2.0 routes a restored shared subscription only once its client has
-    # subscribed again (see docs/ingest.md); the consumer does so on every connect.
-    await asyncio.sleep(1)
+    # subscribed again (see docs/ingest.md); /readyz is 200 once the SUBACK has come.
     ingest.wait_ready()
     _publish(mqtt_url, "brk-1", 300, seq0=10_000)
     await wait_for(lambda: count_readings(db_url) == 600 * 20, timeout_s=60, what="every reading")
@@ -133,12 +147,16 @@ async def test_broker_restart_mid_stream(
 
 
 async def test_sigterm_flushes_acknowledges_and_exits_0(
-    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     token = await new_device(db_url, "term-1")
     ingest = ingest_factory(flush_interval_s="0.5")
     posting = asyncio.create_task(post(ingest.url, token, readings(100, NOW - timedelta(hours=2))))
-    await asyncio.sleep(0.2)  # the request waits for its batch to fill
+    await wait_until(
+        lambda: _metric(ingest.url, "ingest_queue_rows"),
+        lambda rows: rows == 200,
+        what="the request to wait in its batch",
+    )
     assert ingest.stop() == 0
     status, body, _ = await posting
     assert (status, body["accepted"]) == (200, 200)

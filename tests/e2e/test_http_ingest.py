@@ -11,11 +11,11 @@ import aiohttp
 import pytest
 
 from tests.e2e.helpers import NOW, count_readings, new_device, post, query, readings, reasons
-from tests.support.ingest import IngestProcess
+from tests.support.processes import ServiceProcess
 
 
 async def test_accepts_dedups_and_reports_per_item(
-    db_url: str, storage_mode: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, storage_mode: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     token = await new_device(db_url, "pump-17")
     ingest = ingest_factory()
@@ -38,7 +38,7 @@ async def test_accepts_dedups_and_reports_per_item(
     assert last_seq == [(49, True)]
 
 
-async def test_senml_and_gzip(db_url: str, ingest_factory: Callable[..., IngestProcess]) -> None:
+async def test_senml_and_gzip(db_url: str, ingest_factory: Callable[..., ServiceProcess]) -> None:
     token = await new_device(db_url, "env-1")
     ingest = ingest_factory()
     pack = [
@@ -63,7 +63,7 @@ async def test_senml_and_gzip(db_url: str, ingest_factory: Callable[..., IngestP
     assert rows == [("door", 1.0), ("temp", 21.5)]
 
 
-async def test_error_statuses(db_url: str, ingest_factory: Callable[..., IngestProcess]) -> None:
+async def test_error_statuses(db_url: str, ingest_factory: Callable[..., ServiceProcess]) -> None:
     tokens = [await new_device(db_url, f"dev-{i}") for i in range(3)]
     ingest = ingest_factory(
         http_max_body_bytes="4096", http_rate_per_device="0.5", http_burst_per_device="3"
@@ -90,7 +90,7 @@ async def test_error_statuses(db_url: str, ingest_factory: Callable[..., IngestP
 
 
 async def test_malformed_body_is_a_400_and_dead_lettered(
-    db_url: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     token = await new_device(db_url, "dev-2")
     ingest = ingest_factory()
@@ -109,7 +109,7 @@ async def test_malformed_body_is_a_400_and_dead_lettered(
 
 
 async def test_health_ready_and_metrics(
-    db_url: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     token = await new_device(db_url, "m-1")
     ingest = ingest_factory(workers=2)
@@ -133,7 +133,7 @@ async def test_health_ready_and_metrics(
 
 @pytest.mark.parametrize("storage_mode", ["plain"])
 async def test_too_old_readings_are_rejected(
-    db_url: str, storage_mode: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, storage_mode: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     token = await new_device(db_url, "old-1")
     ingest = ingest_factory(retention_days="30")

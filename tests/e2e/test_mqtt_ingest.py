@@ -8,12 +8,12 @@ from collections.abc import Callable
 import pytest
 
 from tests.e2e.helpers import count_readings, new_device, query, readings, reasons, wait_for
-from tests.support.ingest import IngestProcess
 from tests.support.mqtt import TestClient
+from tests.support.processes import ServiceProcess
 
 
 async def test_messages_are_stored_once_and_acknowledged(
-    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     await new_device(db_url, "pump-1")
     ingest_factory()
@@ -34,7 +34,7 @@ async def test_messages_are_stored_once_and_acknowledged(
 
 
 async def test_every_bad_message_lands_in_dead_letters(
-    db_url: str, mqtt_url: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, mqtt_url: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     await new_device(db_url, "dev-1")
     ingest_factory(mqtt_max_payload_bytes="2048")
@@ -70,7 +70,7 @@ async def test_every_bad_message_lands_in_dead_letters(
 
 @pytest.mark.parametrize("storage_mode", ["plain"])
 async def test_auto_register(
-    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., IngestProcess]
+    db_url: str, storage_mode: str, mqtt_url: str, ingest_factory: Callable[..., ServiceProcess]
 ) -> None:
     ingest_factory(auto_register="true")
     with TestClient(mqtt_url) as pub:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from ingest.registry import create_device
+from core.registry import create_device
 from tests.e2e.test_device_client import METRICS_PER_SET, AgentProcess, write_config
 from tests.faults.load import Figures
 from tests.support.proxy import TcpProxy

@@ -8,12 +8,6 @@ and cut these, so they must not be the session-wide servers other tests share.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Self
 
@@ -21,9 +15,9 @@ import psycopg
 
 from ingest.migrate import migrate
 from ingest.settings import StorageSettings
-from simulator.services import MosquittoServer, PostgresServer, free_port
-from tests.support.ingest import IngestProcess
+from simulator.services import MosquittoServer, PostgresServer
 from tests.support.mqtt import TestClient
+from tests.support.processes import ServiceProcess, api_env, ingest_env
 from tests.support.proxy import TcpProxy
 
 ADMIN_KEY = "ak_fault-suite-admin-key-0123456789abcdefghijklmn"
@@ -38,70 +32,6 @@ _INGEST_SETTINGS = {
 }
 
 
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
-class ApiProcess:
-    """``python -m api serve`` on a free port, its log in a file."""
-
-    def __init__(self, database_url: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self.env = os.environ | {
-            "DATABASE_URL": database_url,
-            "API_HOST": "127.0.0.1",
-            "API_PORT": str(self.port),
-            "API_ADMIN_KEY": ADMIN_KEY,
-            "API_RATE_PER_KEY": "100000",
-            "API_BURST_PER_KEY": "100000",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL of the API."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 30) -> None:
-        """Start and wait until /healthz answers."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api", "serve"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while _get(f"{self.url}/healthz") != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the API did not come up: {tail}")
-            time.sleep(0.1)
-
-    def ready(self) -> bool:
-        """Whether /readyz answers 200 (the database is reachable)."""
-        return _get(f"{self.url}/readyz") == 200
-
-    def stop(self) -> None:
-        """SIGTERM and wait (SIGKILL after 30 s)."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 class Stack:
     """PostgreSQL, Mosquitto, API and ingest; the ingest reaches both servers through proxies."""
 
@@ -112,8 +42,8 @@ class Stack:
         self.broker = MosquittoServer(workdir / "mosquitto")
         self.db_proxy: TcpProxy | None = None
         self.mqtt_proxy: TcpProxy | None = None
-        self.api: ApiProcess | None = None
-        self.ingest: IngestProcess | None = None
+        self.api: ServiceProcess | None = None
+        self.ingest: ServiceProcess | None = None
         self._ingests = 0
 
     @property
@@ -138,29 +68,30 @@ class Stack:
         self.db_proxy.start()
         self.mqtt_proxy = TcpProxy("127.0.0.1", self.broker.port)
         self.mqtt_proxy.start()
-        self.api = ApiProcess(self.db_url, self.workdir / "api.log")
+        self.api = ServiceProcess("api", api_env(self.db_url, ADMIN_KEY), self.workdir / "api.log")
         self.api.start()
         self.start_ingest(workers=self.workers)
         return self
 
-    def start_ingest(self, *, workers: int, **settings: str) -> IngestProcess:
+    def start_ingest(self, *, workers: int, **settings: str) -> ServiceProcess:
         """Start an ingest service through both proxies (the old one must be gone)."""
         if self.ingest is not None:
             raise RuntimeError("stop the running ingest first")
         assert self.mqtt_proxy is not None
         self._ingests += 1
-        ingest = IngestProcess(
+        env = ingest_env(
             self.proxied_db_url,
             f"mqtt://127.0.0.1:{self.mqtt_proxy.port}",
-            self.workdir / f"ingest-{self._ingests}.log",
-            workers=workers,
             **(_INGEST_SETTINGS | settings),
+        )
+        ingest = ServiceProcess(
+            "ingest", env, self.workdir / f"ingest-{self._ingests}.log", workers=workers
         )
         ingest.start()
         self.ingest = ingest
         return ingest
 
-    def replace_ingest(self, *, workers: int, **settings: str) -> IngestProcess:
+    def replace_ingest(self, *, workers: int, **settings: str) -> ServiceProcess:
         """Stop the ingest, end its broker sessions, and start another with ``settings``.
 
         The stopped service's sessions would otherwise keep collecting their share of the

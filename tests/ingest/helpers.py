@@ -10,7 +10,8 @@ from typing import Literal
 import psycopg
 from psycopg.rows import TupleRow
 
-from ingest.writer import BatchWriter, ReadingSet
+from ingest.records import ReadingSet
+from ingest.writer import BatchWriter
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 

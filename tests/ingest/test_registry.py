@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import psycopg
 import pytest
+from psycopg.rows import TupleRow
 
-from ingest.registry import (
-    DeviceAuthenticator,
-    DeviceExistsError,
+from core.errors import DeviceExistsError
+from core.registry import (
     create_device,
     generate_token,
     hash_token,
     register_device_without_token,
     rotate_token,
 )
+from ingest.devices import DeviceDirectory, Lender
 from tests.ingest.helpers import fetch_all
+
+
+def _lending(conn: psycopg.AsyncConnection[TupleRow]) -> Lender:
+    @contextlib.asynccontextmanager
+    async def lend() -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+        yield conn
+
+    return lend
 
 
 def test_tokens_are_long_random_and_distinct() -> None:
@@ -32,23 +44,23 @@ async def test_create_authenticate_and_rotate(db_url: str) -> None:
         )
         with pytest.raises(DeviceExistsError, match="pump-17"):
             await create_device(conn, "pump-17")
-        auth = DeviceAuthenticator()
-        ref = await auth.by_token(conn, new.token)
+        auth = DeviceDirectory(_lending(conn))
+        ref = await auth.by_token(new.token)
         assert ref is not None
         assert (ref.device_key, ref.device_id) == (new.device_key, "pump-17")
-        assert await auth.by_token(conn, new.token + "x") is None
-        assert await auth.by_id(conn, "pump-17") == ref
-        assert await auth.by_id(conn, "nobody") is None
+        assert await auth.by_token(new.token + "x") is None
+        assert await auth.by_id("pump-17") == ref
+        assert await auth.by_id("nobody") is None
 
         rotated = await rotate_token(conn, "pump-17")
         assert rotated is not None
         assert rotated != new.token
         assert await rotate_token(conn, "nobody") is None
         # Cached in this process until forgotten (other processes: until the TTL runs out).
-        assert await auth.by_token(conn, new.token) == ref
+        assert await auth.by_token(new.token) == ref
         auth.forget("pump-17")
-        assert await auth.by_token(conn, new.token) is None
-        assert await auth.by_token(conn, rotated) == ref
+        assert await auth.by_token(new.token) is None
+        assert await auth.by_token(rotated) == ref
 
         again = await register_device_without_token(conn, "pump-17")
         assert again == ref
@@ -61,10 +73,21 @@ async def test_create_authenticate_and_rotate(db_url: str) -> None:
 
 
 async def test_negative_lookups_are_cached_briefly(db_url: str) -> None:
-    auth = DeviceAuthenticator(negative_ttl_s=60)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        assert await auth.by_id(conn, "late-1") is None
+        auth = DeviceDirectory(_lending(conn), negative_ttl_s=60)
+        assert await auth.by_id("late-1") is None
         await register_device_without_token(conn, "late-1")
-        assert await auth.by_id(conn, "late-1") is None
+        assert await auth.by_id("late-1") is None
         auth.forget("late-1")
-        assert await auth.by_id(conn, "late-1") is not None
+        assert await auth.by_id("late-1") is not None
+
+
+async def test_auto_registration_creates_a_tokenless_device_once(db_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        auth = DeviceDirectory(_lending(conn), auto_register=True)
+        first = await auth.by_id("auto-7")
+        auth.forget("auto-7")
+        assert await auth.by_id("auto-7") == first
+    assert first is not None
+    stored = await fetch_all(db_url, "SELECT token_hash FROM devices WHERE device_id = 'auto-7'")
+    assert stored == [(None,)]

@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
+from core.errors import ConfigError
+from core.settings import add_settings_arguments, settings_from_args
 from ingest.cli import main
-from ingest.errors import ConfigError
 from ingest.migrate import MIGRATIONS
-from ingest.settings import StorageSettings, add_settings_arguments, settings_from_args
+from ingest.settings import StorageSettings
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.service import WorkerConfig
+from core.settings import DatabaseSettings
 from ingest.settings import (
-    DatabaseSettings,
     HttpSettings,
     IntakeSettings,
     MqttSettings,
     ServeSettings,
     StorageSettings,
 )
+from ingest.worker import WorkerConfig
 
 
 def _config(worker_index: int, url: str, group: str = "ingest") -> WorkerConfig:

@@ -18,16 +18,16 @@ import psycopg
 
 from api import ApiSettings
 from api import create_app as create_api_app
-from ingest.registry import create_device
-from ingest.service import WorkerConfig, create_app
+from core.registry import create_device
+from core.settings import DatabaseSettings
 from ingest.settings import (
-    DatabaseSettings,
     HttpSettings,
     IntakeSettings,
     MqttSettings,
     ServeSettings,
     StorageSettings,
 )
+from ingest.worker import WorkerConfig, create_app
 from tests.api.helpers import serve_in_thread
 
 __all__ = ["Answer", "intake_config", "register", "request", "serve_api", "serve_intake"]

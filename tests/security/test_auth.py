@@ -21,12 +21,12 @@ from psycopg import sql
 
 from api.auth import KeyStore, Principal, create_key, hash_key
 from api.database import Database
-from ingest.ratelimit import TokenBuckets
-from ingest.registry import DeviceAuthenticator, DeviceRef, hash_token
+from core.ratelimit import TokenBuckets
+from core.registry import DeviceRef, device_by_token, hash_token
 from tests.e2e.helpers import wait_for
-from tests.security.processes import ServiceProcess
 from tests.security.servers import intake_config, register, request, serve_api, serve_intake
 from tests.support.mqtt import TestClient
+from tests.support.processes import ServiceProcess
 
 ADMIN_KEY = "ak_security-admin-key-0123456789abcdefghijklmnopq"
 
@@ -242,7 +242,7 @@ def test_device_tokens_are_compared_with_compare_digest(
 
     async def authenticate() -> DeviceRef | None:
         async with await psycopg.AsyncConnection.connect(plain_db_url, autocommit=True) as conn:
-            return await DeviceAuthenticator().by_token(conn, token)
+            return await device_by_token(conn, hash_token(token))
 
     ref = asyncio.run(authenticate())
     assert ref is not None

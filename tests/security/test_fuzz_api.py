@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from api.app import endpoints
 from tests.conftest import _Templates
 from tests.security.hostile import SQL_NAMES
-from tests.security.processes import ServiceProcess
 from tests.security.servers import register, request
 from tests.support.db import DatabaseServer
+from tests.support.processes import ServiceProcess
 
 ADMIN_KEY = "ak_fuzz-admin-key-0123456789abcdefghijklmnopqrstuv"
 GET_ROUTES = [(e.path, sorted(e.params.model_fields)) for e in endpoints() if e.method == "GET"]

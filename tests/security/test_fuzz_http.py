@@ -27,9 +27,9 @@ from tests.security.hostile import (
     check_answer,
     hostile_requests,
 )
-from tests.security.processes import ServiceProcess, intake_env
 from tests.security.servers import Answer, register, request
 from tests.support.db import DatabaseServer
+from tests.support.processes import ServiceProcess, http_only_ingest_env
 
 DEVICE = "fuzz-1"
 MEGABYTE = "Q" * 1_000_000
@@ -61,7 +61,7 @@ def intake(
     db_url = pg_server.url_for(name)
     token = register(db_url, DEVICE)
     log = tmp_path_factory.mktemp("ingest") / "ingest.log"
-    with ServiceProcess("ingest", intake_env(db_url), log) as ingest:
+    with ServiceProcess("ingest", http_only_ingest_env(db_url), log) as ingest:
         yield Intake(ingest.url, token, db_url)
     pg_server.drop_database(name)
 

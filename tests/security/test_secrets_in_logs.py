@@ -14,10 +14,10 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from simulator.services import free_port
-from tests.security.processes import ServiceProcess
 from tests.security.servers import request
 from tests.security.test_auth import wait_until
 from tests.support.mqtt import TestClient
+from tests.support.processes import ServiceProcess
 
 ADMIN_KEY = "ak_logsecret-ADMIN-0123456789abcdefghijklmnopqrstu"
 DB_PASSWORD = "db-pass-LOGSECRET-1"

@@ -11,8 +11,8 @@ import json
 import socket
 from pathlib import Path
 
-from tests.security.processes import ServiceProcess
 from tests.security.servers import register, request
+from tests.support.processes import ServiceProcess
 
 ADMIN_KEY = "ak_slow-client-admin-key-0123456789abcdefghijklm"
 GUARD_S = 60  # only a hang guard: the servers cut off after 1 s

@@ -32,9 +32,9 @@ from device_client.wire import encode_reading, format_ts
 from ingest.cli import main as ingest_main
 from simulator.services import BrokerTls, MosquittoServer
 from tests.security.conftest import Pki
-from tests.security.processes import ServiceProcess
 from tests.security.servers import register
 from tests.security.test_auth import readings_of, wait_for_subscription, wait_until
+from tests.support.processes import ServiceProcess
 
 ADMIN_KEY = "ak_tls-admin-key-0123456789abcdefghijklmnopqrstuvw"
 

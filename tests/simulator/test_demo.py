@@ -34,7 +34,8 @@ import psutil
 import pytest
 
 from simulator import demo
-from simulator.services import AmqttServer, ServiceNotInstalledError, free_port
+from simulator.errors import ServiceNotInstalledError
+from simulator.services import AmqttServer, free_port
 
 DEVICES = 10
 

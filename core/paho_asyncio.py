@@ -5,6 +5,9 @@ into ``add_reader``/``add_writer`` registrations, so reads, writes and every pah
 run on the loop. ``connect()`` blocks on the TCP (and TLS) handshake and belongs in an
 executor; the socket-open callback then arrives from that thread, which is why
 registrations go through ``call_soon_threadsafe``.
+
+A consumer whose buffer is full calls :meth:`PahoLoopBridge.pause_reading`: the socket is
+left unread, TCP's window closes and the broker stops sending, instead of a buffer growing.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class PahoLoopBridge:
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
         self.loop = loop
+        self._sock: socket.socket | None = None
+        self._paused = False
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_socket_register_write
@@ -47,14 +52,40 @@ class PahoLoopBridge:
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def pause_reading(self) -> None:
+        """Stop reading the socket until :meth:`resume_reading` (backpressure)."""
+        if not self._paused:
+            self._paused = True
+            if self._sock is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    self.loop.remove_reader(self._sock)
+
+    def resume_reading(self) -> None:
+        """Read the socket again after :meth:`pause_reading`."""
+        if self._paused:
+            self._paused = False
+            if self._sock is not None:
+                self._add_reader(self._sock)
+
+    def read(self) -> None:
+        """Read what the socket has (called when it is readable); subclasses read more."""
+        self.client.loop_read()
+
     def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        self.loop.call_soon_threadsafe(self._add_reader, sock)
+        self.loop.call_soon_threadsafe(self._opened, sock)
+
+    def _opened(self, sock: socket.socket) -> None:
+        self._sock = sock
+        if not self._paused:
+            self._add_reader(sock)
 
     def _add_reader(self, sock: socket.socket) -> None:
         with contextlib.suppress(ValueError, OSError):
-            self.loop.add_reader(sock, self.client.loop_read)
+            self.loop.add_reader(sock, self.read)
 
     def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
+        if sock is self._sock:
+            self._sock = None
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(sock)
             self.loop.remove_writer(sock)

@@ -1,0 +1,129 @@
+"""MQTT intake: deliveries from the consumer, through the accept step, acknowledged after commit.
+
+One message goes :meth:`MqttConsumer.receive <ingest.mqtt.MqttConsumer.receive>` →
+:meth:`MqttIntake.handle` (topic, size, device) → :func:`ingest.intake.accept` →
+:meth:`Pipeline.submit <ingest.pipeline.Pipeline.submit>`
+→ commit → the ``ack`` callable given at construction. The messages that arrived together
+become one submission, which spares a future, a queue entry and a callback per message.
+A group that could not be stored stays unacknowledged and is tried again here a second
+later (the broker would only redeliver it after a reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from core.errors import one_line
+from core.lifecycle import AsyncResource, ResourceState
+from ingest.devices import Miss
+from ingest.errors import IngestError
+from ingest.intake import Intake, accept, refuse
+from ingest.metrics import METRICS
+from ingest.mqtt import Delivery
+from ingest.pipeline import Outcome, Submission
+from ingest.wire import Reason, Reject, parse_topic
+
+__all__ = ["Ack", "MqttIntake", "Receive"]
+
+log = logging.getLogger(__name__)
+
+#: Waits for the next group of deliveries (``MqttConsumer.receive``).
+Receive = Callable[[], Awaitable[list[Delivery]]]
+#: Acknowledges committed deliveries (``MqttConsumer.ack``).
+Ack = Callable[[Sequence[Delivery]], None]
+
+_RECEIVED = METRICS.received.labels("mqtt")
+_RETRY_S = 1.0
+
+
+class MqttIntake(AsyncResource):
+    """Takes groups of deliveries from ``receive`` and passes committed ones to ``ack``."""
+
+    def __init__(
+        self, intake: Intake, *, receive: Receive, ack: Ack, max_payload_bytes: int
+    ) -> None:
+        self._intake = intake
+        self._receive = receive
+        self._ack = ack
+        self._max_payload_bytes = max_payload_bytes
+        self._loop_task: asyncio.Task[None] | None = None
+        self._retries: set[asyncio.Task[None]] = set()
+
+    async def _open(self) -> None:
+        self._loop_task = asyncio.create_task(self._take_forever(), name="mqtt-intake")
+
+    async def _close(self) -> None:
+        """Stop taking messages and cancel pending retries; theirs stay unacknowledged."""
+        tasks = [t for t in (self._loop_task, *self._retries) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _take_forever(self) -> None:
+        while True:
+            deliveries = await self._receive()
+            _RECEIVED.inc(len(deliveries))
+            try:
+                await self.handle(deliveries)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Failed messages stay unacknowledged and come back after a reconnect.
+                log.exception("handling %d MQTT messages failed", len(deliveries))
+
+    async def handle(self, deliveries: list[Delivery]) -> None:
+        """Queue the messages as one submission; acknowledge them, or retry, once it commits."""
+        sub = Submission(datetime.now(UTC))
+        try:
+            for delivery in deliveries:
+                await self._add(sub, delivery)
+            await self._intake.pipeline.submit(sub)
+        except IngestError as exc:
+            self._retry_later(deliveries, exc)
+            return
+        sub.future.add_done_callback(lambda fut: self._committed(fut, deliveries))
+
+    async def _add(self, sub: Submission, delivery: Delivery) -> None:
+        intake, body = self._intake, delivery.payload
+        topic = parse_topic(delivery.topic)
+        if isinstance(topic, Reject):
+            refuse(sub, topic.reason, topic.detail, body, source="mqtt", device_id=None)
+            return
+        device_id, fmt = topic
+        if len(body) > self._max_payload_bytes:
+            detail = f"payload of {len(body)} bytes over {self._max_payload_bytes}"
+            refuse(sub, Reason.TOO_LARGE, detail, body, source="mqtt", device_id=device_id)
+            return
+        device = intake.devices.cached_id(device_id)
+        if isinstance(device, Miss):
+            device = await intake.devices.by_id(device_id)
+        if device is None:
+            detail = f"device {device_id} is not registered (register it through the API)"
+            refuse(sub, Reason.UNKNOWN_DEVICE, detail, body, source="mqtt", device_id=device_id)
+            return
+        accept(sub, body, fmt, device, source="mqtt", rules=intake.rules)
+
+    def _committed(self, fut: asyncio.Future[Outcome], deliveries: list[Delivery]) -> None:
+        exc = fut.exception()
+        if exc is None:
+            self._ack(deliveries)
+        else:
+            self._retry_later(deliveries, exc)
+
+    def _retry_later(self, deliveries: list[Delivery], exc: BaseException) -> None:
+        if self.state is not ResourceState.OPEN:
+            return  # closing: the broker redelivers them to whoever connects next
+        log.warning("%d messages not stored (%s); retrying", len(deliveries), one_line(exc))
+        task = asyncio.create_task(self._retry(deliveries), name="mqtt-intake-retry")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _retry(self, deliveries: list[Delivery]) -> None:
+        await asyncio.sleep(_RETRY_S)
+        try:
+            await self.handle(deliveries)
+        except Exception:
+            log.exception("handling %d MQTT messages failed", len(deliveries))

@@ -1,0 +1,98 @@
+"""SQL of the write path, in one place: staging, COPY, merge, latest values, bookkeeping.
+
+Every value is a bound parameter; nothing here is assembled from input. The writer
+(:mod:`ingest.writer`), the latest-values fold (:mod:`ingest.latest`) and the metric
+dictionary (:mod:`ingest.metric_keys`) run these.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "COPY_LATEST",
+    "COPY_READINGS",
+    "COPY_STAGING",
+    "CREATE_METRICS",
+    "CREATE_STAGING",
+    "CREATE_STAGING_LATEST",
+    "INSERT_DEAD_LETTER",
+    "KNOWN_METRICS",
+    "LATEST_TYPES",
+    "MARK_DIRTY",
+    "MERGE_LATEST",
+    "MERGE_STAGING",
+    "UPDATE_DEVICES",
+]
+
+CREATE_STAGING: Final = """
+CREATE TEMP TABLE IF NOT EXISTS staging_readings (
+    time timestamptz NOT NULL, device_key int4 NOT NULL, metric_key int2 NOT NULL,
+    value float8 NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+COPY_STAGING: Final = (
+    "COPY staging_readings (time, device_key, metric_key, value) FROM STDIN (FORMAT BINARY)"
+)
+COPY_READINGS: Final = (
+    "COPY readings (time, device_key, metric_key, value) FROM STDIN (FORMAT BINARY)"
+)
+MERGE_STAGING: Final = """
+INSERT INTO readings (time, device_key, metric_key, value)
+SELECT time, device_key, metric_key, value FROM staging_readings
+ON CONFLICT DO NOTHING
+RETURNING device_key, metric_key, time
+"""
+CREATE_STAGING_LATEST: Final = """
+CREATE TEMP TABLE IF NOT EXISTS staging_latest (
+    device_key int4 NOT NULL, metric_key int2 NOT NULL, time timestamptz NOT NULL,
+    value float8 NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+COPY_LATEST: Final = (
+    "COPY staging_latest (device_key, metric_key, time, value) FROM STDIN (FORMAT BINARY)"
+)
+LATEST_TYPES: Final = ["int4", "int2", "timestamptz", "float8"]
+# Key order is lock order, so flushes of concurrent writers cannot deadlock. A row only moves
+# forward in time, so late, duplicate and retried readings leave it alone; a device deleted
+# meanwhile gets no row back.
+MERGE_LATEST: Final = """
+INSERT INTO latest_readings AS l (device_key, metric_key, time, value)
+SELECT device_key, metric_key, time, value FROM staging_latest s
+WHERE EXISTS (SELECT 1 FROM devices d WHERE d.device_key = s.device_key)
+ORDER BY device_key, metric_key
+ON CONFLICT (device_key, metric_key) DO UPDATE
+SET time = excluded.time, value = excluded.value
+WHERE excluded.time > l.time
+"""
+MARK_DIRTY: Final = """
+INSERT INTO rollup_dirty (minute) SELECT to_timestamp(m * 60) FROM unnest(%s::int8[]) AS m
+"""
+# A gap is a jump of the sequence past the last one seen (a lower seq is a redelivery or a
+# device restart, not a gap); gaps inside the batch are counted by the caller.
+UPDATE_DEVICES: Final = """
+UPDATE devices d
+SET last_seen = greatest(d.last_seen, u.last_seen),
+    seq_gaps = d.seq_gaps + u.gaps
+               + CASE WHEN u.first_seq > d.last_seq + 1 THEN u.first_seq - d.last_seq - 1
+                      ELSE 0 END,
+    -- Only forward, so a redelivered older batch cannot fake a gap for the next one; a
+    -- sequence starting again at 0 or 1 is a device restart.
+    last_seq = CASE WHEN u.last_seq IS NULL THEN d.last_seq
+                    WHEN d.last_seq IS NULL OR u.last_seq > d.last_seq OR u.first_seq <= 1
+                    THEN u.last_seq
+                    ELSE d.last_seq END
+FROM unnest(%s::int4[], %s::timestamptz[], %s::int8[], %s::int8[], %s::int8[])
+     AS u(device_key, last_seen, first_seq, last_seq, gaps)
+WHERE d.device_key = u.device_key
+"""
+INSERT_DEAD_LETTER: Final = """
+INSERT INTO dead_letters (received_at, source, device_id, item_index, reason, detail, payload)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+"""
+KNOWN_METRICS: Final = "SELECT name, metric_key FROM metrics WHERE name = ANY(%s)"
+CREATE_METRICS: Final = """
+INSERT INTO metrics (name)
+SELECT n FROM unnest(%s::text[]) AS n WHERE NOT EXISTS (SELECT 1 FROM metrics WHERE name = n)
+ON CONFLICT (name) DO NOTHING
+"""

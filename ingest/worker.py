@@ -1,0 +1,219 @@
+"""One ingest worker: HTTP intake, MQTT intake, the pipeline, the writer and scheduled jobs.
+
+Resources come up in ``cleanup_ctx`` order and go down in reverse::
+
+    storage   BatchWriter → Pipeline → Intake (shared by both protocols) → HTTP handlers
+    mqtt      MqttConsumer → MqttIntake (receive from the consumer, ack to the consumer)
+    jobs      StorageJobs (worker 0)
+
+On the way down MQTT intake stops taking messages first, the pipeline drains so that the
+last acknowledgements leave, then the broker connection closes; the pipeline and the
+database pool close last.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from aiohttp import web
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_fixed,
+)
+
+from core.errors import ConfigError, one_line
+from core.ratelimit import TokenBuckets
+from core.settings import DatabaseSettings
+from ingest.devices import DeviceDirectory
+from ingest.http import CONSUMER, HTTP, HttpIntake, problem_middleware, routes
+from ingest.intake import Intake, IntakeRules
+from ingest.jobs import StorageJobs
+from ingest.migrate import MIGRATIONS, ResolvedMode, schema_state
+from ingest.mqtt import MqttConsumer
+from ingest.mqtt_intake import MqttIntake
+from ingest.pipeline import Pipeline, PipelineSettings
+from ingest.settings import (
+    HttpSettings,
+    IntakeSettings,
+    MqttSettings,
+    ServeSettings,
+    StorageSettings,
+)
+from ingest.wire import Limits
+from ingest.writer import BatchWriter
+
+__all__ = ["WorkerConfig", "create_app", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+_STARTUP_WAIT_S = 60.0
+_STARTUP_RETRY_S = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process is configured with."""
+
+    db: DatabaseSettings
+    storage: StorageSettings
+    http: HttpSettings
+    mqtt: MqttSettings
+    intake: IntakeSettings
+    serve: ServeSettings
+    worker_index: int = 0
+
+    @property
+    def mqtt_enabled(self) -> bool:
+        """Whether this worker consumes MQTT.
+
+        ``MQTT_URL=none`` turns it off. With a plain subscription (``MQTT_SHARE_GROUP=""``)
+        every subscriber gets every message, so only worker 0 consumes and the others serve
+        HTTP.
+        """
+        configured = self.mqtt.mqtt_url.strip().lower() not in ("", "none", "off")
+        return configured and (bool(self.mqtt.mqtt_share_group) or self.worker_index == 0)
+
+    @property
+    def client_id(self) -> str:
+        """MQTT client id: stable per worker, so its session survives restarts."""
+        prefix = self.mqtt.mqtt_client_id or f"ingest-{socket.gethostname()}"
+        return f"{prefix}-{self.worker_index}"
+
+
+async def _storage_mode(url: str) -> ResolvedMode:
+    """Read the storage path from the database, waiting for it to come up."""
+
+    def not_yet(state: RetryCallState) -> None:
+        cause = state.outcome.exception() if state.outcome is not None else None
+        log.warning("database not reachable yet (%s); retrying", one_line(cause or TimeoutError()))
+
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(psycopg.OperationalError),
+            stop=stop_after_delay(_STARTUP_WAIT_S),
+            wait=wait_fixed(_STARTUP_RETRY_S),
+            before_sleep=not_yet,
+        ):
+            with attempt:
+                async with await psycopg.AsyncConnection.connect(url, connect_timeout=5) as conn:
+                    version, mode = await schema_state(conn)
+    except RetryError as exc:
+        cause = exc.last_attempt.exception()
+        reason = one_line(cause) if cause is not None else "no answer"
+        raise ConfigError(f"database unreachable at start-up: {reason}") from cause
+    if mode is None or version < MIGRATIONS[-1][0]:
+        raise ConfigError(
+            f"database schema is at version {version}, not {MIGRATIONS[-1][0]}: "
+            "run `python -m ingest migrate` first"
+        )
+    return mode
+
+
+def create_app(config: WorkerConfig) -> web.Application:
+    """Build the aiohttp application of one worker."""
+    app = web.Application(
+        client_max_size=config.http.http_max_body_bytes, middlewares=[problem_middleware]
+    )
+    app.add_routes(routes)
+    writer_key = web.AppKey("writer", BatchWriter)
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        mode = await _storage_mode(config.db.database_url)
+        writer = BatchWriter(
+            config.db.database_url,
+            mode=mode,
+            pool_min=config.db.db_pool_min,
+            pool_max=config.db.db_pool_max,
+            retry_max_s=config.db.db_retry_max_s,
+        )
+        settings = config.intake
+        pipeline = Pipeline(
+            writer,
+            PipelineSettings(
+                max_batch_rows=settings.max_batch_rows,
+                flush_interval_s=settings.flush_interval_s,
+                max_queue_rows=settings.max_queue_rows,
+                max_concurrent_flushes=settings.max_concurrent_flushes,
+            ),
+        )
+        intake = Intake(
+            pipeline=pipeline,
+            devices=DeviceDirectory(writer.connection, auto_register=settings.auto_register),
+            rules=IntakeRules(
+                limits=Limits(
+                    max_future_skew_s=settings.max_future_skew_s,
+                    max_items=settings.max_items_per_message,
+                ),
+                retention=timedelta(days=config.storage.retention_days),
+            ),
+        )
+        app[writer_key] = writer
+        app[HTTP] = HttpIntake(
+            intake=intake,
+            settings=config.http,
+            rate_limits=TokenBuckets(
+                config.http.http_rate_per_device, config.http.http_burst_per_device
+            ),
+            lend=writer.connection,
+        )
+        async with writer, pipeline:
+            log.info("worker %d storing on the %s path", config.worker_index, mode)
+            yield
+
+    async def mqtt(app: web.Application) -> AsyncIterator[None]:
+        if not config.mqtt_enabled:
+            yield
+            return
+        intake = app[HTTP].intake
+        consumer = MqttConsumer(config.mqtt, config.client_id)
+        app[CONSUMER] = consumer
+        async with consumer:
+            async with MqttIntake(
+                intake,
+                receive=consumer.receive,
+                ack=consumer.ack,
+                max_payload_bytes=config.mqtt.mqtt_max_payload_bytes,
+            ):
+                yield
+            # Acknowledge what is committed before the connection closes.
+            await intake.pipeline.drain()
+
+    async def jobs(app: web.Application) -> AsyncIterator[None]:
+        if not config.serve.run_jobs or config.worker_index != 0:
+            yield
+            return
+        async with StorageJobs(config.db.database_url, config.storage, app[writer_key].mode):
+            yield
+
+    app.cleanup_ctx.extend([storage, mqtt, jobs])
+    return app
+
+
+def run_worker(config: WorkerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully (exit status 0)."""
+    ssl_context = None
+    if config.http.http_tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.http.http_tls_cert, config.http.http_tls_key)
+    web.run_app(
+        create_app(config),
+        host=config.http.ingest_http_host,
+        port=config.http.ingest_http_port,
+        reuse_port=True,
+        ssl_context=ssl_context,
+        shutdown_timeout=30,
+        # Also closes connections that never finish their headers (slow-loris clients).
+        keepalive_timeout=config.http.http_read_timeout_s,
+        print=None,
+        access_log=None,
+    )
