@@ -35,7 +35,8 @@ from device_client.errors import (
 from device_client.forwarder import Forwarder, LinkState
 from device_client.sampler import Sampler
 from device_client.sensors import Sensor, create_sensor, register
-from device_client.spool import Spool, SpoolStatus, read_status
+from device_client.spool import Spool
+from device_client.spool_status import SpoolStatus, read_status
 
 __all__ = [
     "Agent",

@@ -13,7 +13,6 @@ transaction as the readings it numbers, so it survives restarts and never repeat
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -21,14 +20,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 
 from device_client.config import SpoolConfig
 from device_client.errors import ResourceStateError, SpoolError
+from device_client.spool_status import META_ALL, TOTALS, SpoolStatus, opt_str, status_from
 from device_client.wire import encode_reading, utc_now_ts
 
-__all__ = ["Spool", "SpoolRow", "SpoolStatus", "read_status"]
+__all__ = ["Spool", "SpoolRow"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +45,7 @@ _DELETE_RANGE = "DELETE FROM readings WHERE seq BETWEEN ? AND ?"
 _OLDEST_SIZES = "SELECT seq, length(body) FROM readings WHERE seq > ? ORDER BY seq LIMIT 500"
 _DELETE_UP_TO = "DELETE FROM readings WHERE seq <= ?"
 _READ_AFTER = "SELECT seq, body FROM readings WHERE seq > ? ORDER BY seq LIMIT ?"
-_TOTALS = "SELECT count(*), coalesce(sum(length(body)), 0) FROM readings"
-_OLDEST = "SELECT seq, body FROM readings ORDER BY seq LIMIT 1"
 _NEWEST_SEQ = "SELECT max(seq) FROM readings"
-_META_ALL = "SELECT key, value FROM meta"
 _META_PUT = (
     "INSERT INTO meta (key, value) VALUES (?, ?) "
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -59,15 +55,6 @@ _META_ADD = (
     "ON CONFLICT (key) DO UPDATE SET value = value + excluded.value"
 )
 
-# Counters kept in the meta table; status reports them.
-COUNTERS = (
-    "spooled_total",
-    "sent_total",
-    "rejected_total",
-    "dropped_total",
-    "paused_samples_total",
-    "batches_total",
-)
 # Above this many acknowledged-but-not-deleted rows the deletion is committed at once,
 # so that a fast backlog drain does not hold an unbounded list in memory.
 ACK_FLUSH_ROWS = 2000
@@ -79,23 +66,6 @@ class SpoolRow:
 
     seq: int
     body: str
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    """What ``python -m device_client status`` shows."""
-
-    path: str
-    device_id: str | None
-    depth_rows: int
-    depth_bytes: int
-    oldest_seq: int | None
-    oldest_ts: str | None
-    next_seq: int
-    counters: Mapping[str, int]
-    last_send_ok_at: str | None
-    last_error: str | None
-    last_error_at: str | None
 
 
 class _State:
@@ -176,7 +146,7 @@ class Spool:
             for statement in _SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            meta = dict(conn.execute(_META_ALL).fetchall())
+            meta = dict(conn.execute(META_ALL).fetchall())
             self._check_owner(conn, meta.get("device_id"))
             conn.execute("COMMIT")
         except BaseException:
@@ -184,7 +154,7 @@ class Spool:
             raise
         newest = conn.execute(_NEWEST_SEQ).fetchone()[0]
         self._next_seq = max(int(meta.get("next_seq", 1)), (newest or 0) + 1)
-        self._rows, self._bytes = conn.execute(_TOTALS).fetchone()
+        self._rows, self._bytes = conn.execute(TOTALS).fetchone()
 
     def _check_owner(self, conn: sqlite3.Connection, owner: object) -> None:
         if owner is None:
@@ -440,7 +410,7 @@ class Spool:
         """Return a consistent snapshot, pending notes included."""
         with self._lock:
             conn = self._db()
-            status = _status_from(conn, str(self.config.path))
+            status = status_from(conn, str(self.config.path))
         counters = dict(status.counters)
         for key, delta in self._pending_counts.items():
             counters[key] = counters.get(key, 0) + delta
@@ -454,56 +424,7 @@ class Spool:
             oldest_ts=status.oldest_ts,
             next_seq=self._next_seq,
             counters=counters,
-            last_send_ok_at=_opt_str(meta.get("last_send_ok_at")) or status.last_send_ok_at,
-            last_error=_opt_str(meta.get("last_error")) or status.last_error,
-            last_error_at=_opt_str(meta.get("last_error_at")) or status.last_error_at,
+            last_send_ok_at=opt_str(meta.get("last_send_ok_at")) or status.last_send_ok_at,
+            last_error=opt_str(meta.get("last_error")) or status.last_error,
+            last_error_at=opt_str(meta.get("last_error_at")) or status.last_error_at,
         )
-
-
-def _opt_str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _status_from(conn: sqlite3.Connection, path: str) -> SpoolStatus:
-    conn.execute("BEGIN")
-    try:
-        meta = dict(conn.execute(_META_ALL).fetchall())
-        rows, nbytes = conn.execute(_TOTALS).fetchone()
-        oldest = conn.execute(_OLDEST).fetchone()
-    finally:
-        conn.execute("COMMIT")
-    oldest_ts: str | None = None
-    if oldest is not None:
-        try:
-            oldest_ts = str(json.loads(oldest[1])["ts"])
-        except (ValueError, KeyError, TypeError):
-            oldest_ts = None
-    return SpoolStatus(
-        path=path,
-        device_id=_opt_str(meta.get("device_id")),
-        depth_rows=int(rows),
-        depth_bytes=int(nbytes),
-        oldest_seq=None if oldest is None else int(oldest[0]),
-        oldest_ts=oldest_ts,
-        next_seq=int(meta.get("next_seq", 1)),
-        counters={key: int(meta.get(key, 0)) for key in COUNTERS},
-        last_send_ok_at=_opt_str(meta.get("last_send_ok_at")),
-        last_error=_opt_str(meta.get("last_error")),
-        last_error_at=_opt_str(meta.get("last_error_at")),
-    )
-
-
-def read_status(path: Path) -> SpoolStatus:
-    """Read a spool's status without writing to it (safe beside a running agent)."""
-    if not path.exists():
-        raise SpoolError(f"no spool at {path} (has the agent run yet?)")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise SpoolError(f"cannot open spool {path}: {exc}") from exc
-    try:
-        return _status_from(conn, str(path))
-    except sqlite3.Error as exc:
-        raise SpoolError(f"cannot read spool {path}: {exc}") from exc
-    finally:
-        conn.close()

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from device_client.config import AgentConfig
-from device_client.spool import SpoolStatus, read_status
+from device_client.spool_status import SpoolStatus, read_status
 
 __all__ = ["format_status", "spool_status"]
 

@@ -27,14 +27,12 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO, TypeVar
 
@@ -45,7 +43,16 @@ from psycopg import sql
 from core.settings import MqttProtocol
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
-from simulator.errors import ServiceError, ServiceNotInstalledError, SimulatorError
+from simulator.demo_data import (
+    admin_key,
+    choose_port,
+    clean,
+    read_json,
+    running_launcher,
+    write_private,
+)
+from simulator.demo_summary import Summary
+from simulator.errors import DemoError, ServiceError, ServiceNotInstalledError
 from simulator.fleet import Fleet, parse_protocols
 from simulator.processes import Child, spawn
 from simulator.runner import Endpoints, RunConfig, run_fleet
@@ -55,7 +62,6 @@ from simulator.services import (
     PostgresServer,
     find_amqtt,
     find_mosquitto,
-    pick_port,
     port_available,
 )
 
@@ -81,10 +87,6 @@ T = TypeVar("T")
 Broker = Literal["auto", "mosquitto", "amqtt", "none"]
 
 
-class DemoError(SimulatorError):
-    """The demo cannot start, or a part of it stopped; the message says what to do."""
-
-
 @dataclass(frozen=True)
 class DemoConfig:
     """Where the demo keeps its data, how big the fleet is, where everything listens."""
@@ -98,60 +100,6 @@ class DemoConfig:
     mqtt_port: int | None = None
     broker: Broker = "auto"
     summary_interval_s: float = 5.0
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise DemoError(f"{path}: unreadable ({exc}); `make demo-clean` starts afresh") from exc
-    return doc if isinstance(doc, dict) else {}
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    tmp.replace(path)
-
-
-def _running_launcher(data_dir: Path) -> int | None:
-    """PID of a demo launcher that is running on ``data_dir``, if any."""
-    pid = _read_json(data_dir / "run.json").get("launcher")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if b"simulator" in cmdline else None
-
-
-def clean(data_dir: Path) -> str:
-    """Remove the demo's data directory; refuse while a demo runs or if it is not the demo's."""
-    data_dir = data_dir.resolve()
-    if not data_dir.exists():
-        return f"nothing to remove: {data_dir} does not exist"
-    pid = _running_launcher(data_dir)
-    if pid is not None:
-        raise DemoError(f"a demo is running on {data_dir} (pid {pid}): stop it with Ctrl-C first")
-    if not (data_dir / "demo.json").exists():
-        raise DemoError(f"{data_dir} is not a demo data directory (no demo.json): left alone")
-    shutil.rmtree(data_dir)
-    return f"removed {data_dir}"
-
-
-def _admin_key(data_dir: Path) -> str:
-    """Return the admin key kept in ``admin-key``, made on the first run."""
-    path = data_dir / "admin-key"
-    if path.exists():
-        return path.read_text().strip()
-    key = "ak_" + secrets.token_urlsafe(32)
-    _write_private(path, key + "\n")
-    return key
 
 
 async def _in_thread(fn: Callable[[], T]) -> T:
@@ -212,62 +160,6 @@ def _migrate(env: dict[str, str], logs: Path) -> str:
     return lines[-1]
 
 
-def _metric_sum(text: str, name: str) -> float:
-    """Sum every sample of counter ``name`` in a Prometheus exposition."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-@dataclass
-class _Summary:
-    """The live one-line summary: fleet status from the API, counters from the ingest."""
-
-    api_url: str
-    ingest_url: str
-    started: float
-    last_accepted: float = 0.0
-    last_at: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.last_at = self.started
-
-    async def line(self, session: aiohttp.ClientSession, headers: dict[str, str]) -> str:
-        """Fetch ``/v1/fleet`` and the ingest's ``/metrics`` and format one line."""
-        now = time.monotonic()
-        try:
-            async with session.get(f"{self.api_url}/v1/fleet", headers=headers) as resp:
-                fleet = await resp.json() if resp.status == 200 else None
-            async with session.get(f"{self.ingest_url}/metrics") as resp:
-                metrics = await resp.text()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            return f"[{now - self.started:6.0f} s] status unavailable: {exc or type(exc).__name__}"
-        accepted = _metric_sum(metrics, "ingest_readings_accepted_total")
-        rejects = _metric_sum(metrics, "ingest_items_rejected_total")
-        rate = (accepted - self.last_accepted) / max(now - self.last_at, 1e-3)
-        self.last_accepted, self.last_at = accepted, now
-        devices = (
-            "devices ?"
-            if fleet is None
-            else (f"devices {fleet['devices']['online']}/{fleet['devices']['total']} online")
-        )
-        hour = "" if fleet is None else f", {fleet['readings_last_hour']:,} in the last hour"
-        return (
-            f"[{now - self.started:6.0f} s] {devices} | {rate:,.0f} readings/s,"
-            f" {accepted:,.0f} stored this run{hour} | rejects {rejects:,.0f}"
-        )
-
-
-def _choose_port(given: int | None, recorded: object, default: int, flag: str) -> int:
-    if given is not None:
-        if not port_available(given):
-            raise DemoError(f"port {given} on 127.0.0.1 is in use: choose another with {flag}")
-        return given
-    return pick_port(recorded if isinstance(recorded, int) else None, default)
-
-
 class _Demo:
     """One run of the demo: what it started is stopped in reverse order on the way out."""
 
@@ -293,12 +185,12 @@ class _Demo:
     def _record(self, name: str, pid: int | None) -> None:
         if pid is not None:
             self.pids[name] = pid
-        _write_private(self.data_dir / "run.json", json.dumps(self.pids))
+        write_private(self.data_dir / "run.json", json.dumps(self.pids))
 
     def _prepare(self) -> tuple[int, int]:
         """Check ports and the data directory; return the PostgreSQL and MQTT ports."""
         config = self.config
-        pid = _running_launcher(self.data_dir)
+        pid = running_launcher(self.data_dir)
         if pid is not None:
             raise DemoError(f"a demo is already running on {self.data_dir} (pid {pid})")
         for port, flag in ((config.api_port, "--api-port"), (config.ingest_port, "--ingest-port")):
@@ -308,16 +200,14 @@ class _Demo:
                     f" stop it or choose another with {flag}"
                 )
         self.logs.mkdir(parents=True, exist_ok=True)
-        state = _read_json(self.data_dir / "demo.json")
-        pg_port = _choose_port(config.pg_port, state.get("postgres_port"), _PG_PORT, "--pg-port")
-        mqtt_port = _choose_port(
-            config.mqtt_port, state.get("mqtt_port"), _MQTT_PORT, "--mqtt-port"
-        )
+        state = read_json(self.data_dir / "demo.json")
+        pg_port = choose_port(config.pg_port, state.get("postgres_port"), _PG_PORT, "--pg-port")
+        mqtt_port = choose_port(config.mqtt_port, state.get("mqtt_port"), _MQTT_PORT, "--mqtt-port")
         state |= {"postgres_port": pg_port, "mqtt_port": mqtt_port}
         (self.data_dir / "demo.json").write_text(json.dumps(state, indent=1) + "\n")
         self.stack.callback(lambda: (self.data_dir / "run.json").unlink(missing_ok=True))
         self._record("launcher", os.getpid())
-        self.key = _admin_key(self.data_dir)
+        self.key = admin_key(self.data_dir)
         return pg_port, mqtt_port
 
     async def _start_database(self, port: int) -> PostgresServer:
@@ -483,7 +373,7 @@ class _Demo:
         self, fleet_task: asyncio.Task[Any], pg: PostgresServer, session: aiohttp.ClientSession
     ) -> int:
         """Check the parts twice a second and print the summary; DemoError when one stops."""
-        summary = _Summary(self.api_url, self.ingest_url, time.monotonic())
+        summary = Summary(self.api_url, self.ingest_url, time.monotonic())
         headers = {"Authorization": f"Bearer {self.key}"}
         next_line = time.monotonic() + self.config.summary_interval_s
         while True:

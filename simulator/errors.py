@@ -5,6 +5,7 @@ Exception tree::
     SimulatorError              root: everything the simulator raises on purpose
      ├── ConfigError            a flag, an environment variable or the fleet file is invalid
      ├── ApiError               the query API refused or could not be reached
+     ├── DemoError              the demo cannot start, or a part of it stopped
      ├── ServiceError           a private PostgreSQL or broker could not be started or stopped
      │    └── ServiceNotInstalledError   its binaries are missing; the message says what
      │                                   to install
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "ApiError",
     "ConfigError",
+    "DemoError",
     "DriverError",
     "RefusedError",
     "RetryLaterError",
@@ -37,6 +39,10 @@ class ConfigError(SimulatorError):
 
 class ApiError(SimulatorError):
     """The query API refused a request or could not be reached."""
+
+
+class DemoError(SimulatorError):
+    """The demo cannot start, or a part of it stopped; the message says what to do."""
 
 
 class ServiceError(SimulatorError):
