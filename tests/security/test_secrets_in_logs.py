@@ -48,7 +48,9 @@ def test_no_secret_in_the_logs(plain_db_url: str, mqtt_url: str, tmp_path: Path)
     services = [
         ServiceProcess("ingest", ingest_env, tmp_path / "ingest.log", log_level="DEBUG"),
         ServiceProcess("api", api_env, tmp_path / "api.log", log_level="DEBUG"),
-        ServiceProcess("ingest", unreachable, tmp_path / "lonely.log", log_level="DEBUG"),
+        ServiceProcess(
+            "ingest", unreachable, tmp_path / "lonely.log", log_level="DEBUG", ready_path="/healthz"
+        ),
     ]
     secrets = [ADMIN_KEY, DB_PASSWORD, MQTT_PASSWORD, UNREACHABLE_PASSWORD, BAD_TOKEN, BAD_KEY]
     try:

@@ -69,7 +69,11 @@ def api_env(database_url: str, admin_key: str, **settings: str) -> dict[str, str
 
 
 class ServiceProcess:
-    """One service on a free loopback port; ``ca_file`` is the CA its HTTPS is checked with."""
+    """One service on a free loopback port; ``ca_file`` is the CA its HTTPS is checked with.
+
+    It counts as started when ``ready_path`` answers 200: ``/readyz`` (the database and the
+    broker reached), or ``/healthz`` for a service meant to run without them.
+    """
 
     def __init__(
         self,
@@ -80,8 +84,10 @@ class ServiceProcess:
         workers: int = 1,
         ca_file: Path | None = None,
         log_level: str = "INFO",
+        ready_path: str = "/readyz",
     ) -> None:
         self.service = service
+        self.ready_path = ready_path
         self.port = free_port()
         self.env = dict(env) | {_PORT_VARIABLE[service]: str(self.port)}
         tls = bool(env.get("HTTP_TLS_CERT") or env.get("API_TLS_CERT"))
@@ -100,7 +106,7 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout_s: float = 30) -> dict[str, object]:
-        """Wait until ``/readyz`` answers 200 and every worker runs; return its body."""
+        """Wait until the ready path answers 200 and every worker runs; return its body."""
         deadline = time.monotonic() + timeout_s
         last: object = "no answer"
         while time.monotonic() < deadline:
@@ -108,7 +114,7 @@ class ServiceProcess:
             failure = self.child.failure()
             if failure is not None:
                 raise RuntimeError(f"{failure}\n{self.log_tail()}")
-            status, body = self.get("/readyz")
+            status, body = self.get(self.ready_path)
             if status == 200 and len(self.worker_pids()) == self.workers:
                 return dict(json.loads(body))
             last = f"{status} {body[:200]!r}, {len(self.worker_pids())} workers"
