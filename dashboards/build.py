@@ -11,19 +11,37 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from dashboards import DASHBOARDS
 
-__all__ = ["main", "render"]
+__all__ = ["filename", "main", "render", "to_json"]
 
 HERE = Path(__file__).resolve().parent
 
+JsonObject = dict[str, Any]
 
-def render() -> dict[str, str]:
+
+def filename(dashboard: Dashboard) -> str:
+    """Return the JSON file name: the uid without its ``telemetry-`` prefix."""
+    assert dashboard.uid, dashboard.title
+    return dashboard.uid.removeprefix("telemetry-") + ".json"
+
+
+def to_json(dashboard: Dashboard) -> JsonObject:
+    """Render the dashboard as the SDK's types produce it."""
+    model: JsonObject = json.loads(json.dumps(dashboard, cls=JSONEncoder))
+    return model
+
+
+def render(dashboards: Sequence[Dashboard] = DASHBOARDS) -> dict[str, str]:
     """Return each dashboard's file name and its JSON text (sorted keys, 2-space indent)."""
     return {
-        d.filename: json.dumps(d.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        for d in DASHBOARDS
+        filename(d): json.dumps(to_json(d), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for d in dashboards
     }
 
 

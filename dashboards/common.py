@@ -1,84 +1,149 @@
-"""Pieces the three dashboards share: the status constants and colours, and series styles."""
+"""Pieces the three dashboards share: settings, status constants and colours, panel styles.
+
+Each function returns a fresh SDK builder (builders are mutable), which a dashboard goes on
+to fill in.
+"""
+
+# The SDK's builders take their flags positionally: .show_legend(True).
+# ruff: noqa: FBT003
 
 from __future__ import annotations
 
-from dashboards.model import Constant, JsonObject
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard, stat, table, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DynamicConfigValue,
+    FieldColor,
+    FieldColorModeId,
+    ValueMap,
+    ValueMapping,
+    ValueMappingResult,
+    VariableModel,
+)
 
 __all__ = [
-    "DEFAULT_INTERVAL",
-    "OFFLINE_AFTER",
-    "STATUS_MAPPINGS",
-    "bars",
-    "lines",
-    "stat_options",
-    "table_options",
+    "bar_chart",
+    "fixed_color",
+    "line_chart",
+    "stat_panel",
+    "status_constants",
+    "status_mappings",
+    "table_panel",
+    "telemetry_dashboard",
 ]
 
-DEFAULT_INTERVAL = Constant(
-    "default_interval_s",
-    "60",
-    "Expected reporting interval (s) of devices that declare none: API_DEFAULT_INTERVAL_S",
-)
-OFFLINE_AFTER = Constant(
-    "offline_after",
-    "3",
-    "A device is offline after this many expected intervals unheard: API_OFFLINE_AFTER_INTERVALS",
-)
 
-STATUS_MAPPINGS: JsonObject = {
-    "mappings": [
-        {
-            "type": "value",
-            "options": {
-                "online": {"color": "green", "index": 0, "text": "online"},
-                "offline": {"color": "red", "index": 1, "text": "offline"},
-                "never_seen": {"color": "text", "index": 2, "text": "never seen"},
-            },
-        }
+def telemetry_dashboard(title: str, uid: str, description: str) -> dashboard.Dashboard:
+    """Start a provisioned dashboard: read-only, in UTC, one crosshair across its panels."""
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["telemetry"])
+        .readonly()
+        .timezone("utc")
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+    )
+
+
+def status_constants() -> list[Builder[VariableModel]]:
+    """Return the two numbers of the API's status rule, as hidden constants."""
+    return [
+        dashboard.ConstantVariable("default_interval_s")
+        .value("60")
+        .description(
+            "Expected reporting interval (s) of devices that declare none: API_DEFAULT_INTERVAL_S"
+        ),
+        dashboard.ConstantVariable("offline_after")
+        .value("3")
+        .description(
+            "A device is offline after this many expected intervals unheard: "
+            "API_OFFLINE_AFTER_INTERVALS"
+        ),
     ]
-}
-
-_LEGEND: JsonObject = {"displayMode": "list", "placement": "bottom", "showLegend": True}
 
 
-def lines(*, fill_opacity: int = 0) -> tuple[JsonObject, JsonObject]:
-    """Options and field style of a line chart that breaks where a value is missing."""
-    custom: JsonObject = {
-        "drawStyle": "line",
-        "fillOpacity": fill_opacity,
-        "insertNulls": False,
-        "lineWidth": 1,
-        "showPoints": "auto",
-        "spanNulls": False,
-    }
-    options: JsonObject = {"legend": _LEGEND, "tooltip": {"mode": "multi", "sort": "none"}}
-    return options, custom
+def status_mappings() -> list[ValueMapping]:
+    """Map device status to words and colours: online green, offline red, never seen plain."""
+    return [
+        ValueMap(
+            {
+                "online": ValueMappingResult(text="online", color="green", index=0),
+                "offline": ValueMappingResult(text="offline", color="red", index=1),
+                "never_seen": ValueMappingResult(text="never seen", color="text", index=2),
+            }
+        )
+    ]
 
 
-def bars() -> tuple[JsonObject, JsonObject]:
-    """Options and field style of stacked bars (counts per bucket)."""
-    custom: JsonObject = {
-        "drawStyle": "bars",
-        "fillOpacity": 80,
-        "lineWidth": 1,
-        "stacking": {"group": "A", "mode": "normal"},
-    }
-    options: JsonObject = {"legend": _LEGEND, "tooltip": {"mode": "multi", "sort": "desc"}}
-    return options, custom
+def fixed_color(color: str) -> DynamicConfigValue:
+    """Paint a field in one colour (an override property)."""
+    return DynamicConfigValue("color", FieldColor(FieldColorModeId.FIXED, fixed_color=color))
 
 
-def stat_options(*, fields: str = "") -> JsonObject:
-    """Options of a stat panel showing each field's last value with its name."""
-    return {
-        "colorMode": "value",
-        "graphMode": "none",
-        "justifyMode": "auto",
-        "orientation": "auto",
-        "reduceOptions": {"calcs": ["lastNotNull"], "fields": fields, "values": False},
-        "textMode": "value_and_name",
-    }
+def _legend() -> common_builders.VizLegendOptions:
+    return (
+        common_builders.VizLegendOptions()
+        .display_mode(common.LegendDisplayMode.LIST)
+        .placement(common.LegendPlacement.BOTTOM)
+        .show_legend(True)
+    )
 
 
-def table_options() -> JsonObject:
-    """Options of a plain table."""
-    return {"cellHeight": "sm", "showHeader": True}
+def line_chart(*, fill_opacity: int = 0) -> timeseries.Panel:
+    """Start a line chart that breaks where a value is missing, every series in its tooltip."""
+    return (
+        timeseries.Panel()
+        .legend(_legend())
+        .tooltip(
+            common_builders.VizTooltipOptions()
+            .mode(common.TooltipDisplayMode.MULTI)
+            .sort(common.SortOrder.NONE)
+        )
+        .draw_style(common.GraphDrawStyle.LINE)
+        .fill_opacity(fill_opacity)
+        .insert_nulls(False)
+        .line_width(1)
+        .show_points(common.VisibilityMode.AUTO)
+        .span_nulls(False)
+    )
+
+
+def bar_chart() -> timeseries.Panel:
+    """Start a chart of stacked bars (counts per bucket), the largest first in the tooltip."""
+    return (
+        timeseries.Panel()
+        .legend(_legend())
+        .tooltip(
+            common_builders.VizTooltipOptions()
+            .mode(common.TooltipDisplayMode.MULTI)
+            .sort(common.SortOrder.DESCENDING)
+        )
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .line_width(1)
+        .stacking(common_builders.StackingConfig().group("A").mode(common.StackingMode.NORMAL))
+    )
+
+
+def stat_panel(*, fields: str = "") -> stat.Panel:
+    """Start a stat panel of each field's last value with its name, without a sparkline."""
+    return (
+        stat.Panel()
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .justify_mode(common.BigValueJustifyMode.AUTO)
+        .orientation(common.VizOrientation.AUTO)
+        .reduce_options(
+            common_builders.ReduceDataOptions().calcs(["lastNotNull"]).fields(fields).values(False)
+        )
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+    )
+
+
+def table_panel() -> table.Panel:
+    """Start a plain table with small rows."""
+    return table.Panel().cell_height(common.TableCellHeight.SM).show_header(True)

@@ -1,119 +1,152 @@
 """Device detail: one device's status, latest values, its metrics over time, its rejects."""
 
+# The SDK's builders take their flags positionally: .show_legend(True).
+# ruff: noqa: FBT003
+
 from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.models import units
+from grafana_foundation_sdk.models.dashboard import (
+    DynamicConfigValue,
+    VariableHide,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
 
 from dashboards import queries
 from dashboards.common import (
-    DEFAULT_INTERVAL,
-    OFFLINE_AFTER,
-    STATUS_MAPPINGS,
-    lines,
-    stat_options,
-    table_options,
+    line_chart,
+    stat_panel,
+    status_constants,
+    status_mappings,
+    table_panel,
+    telemetry_dashboard,
 )
-from dashboards.model import Dashboard, Panel, QueryVariable, Sql
+from dashboards.datasources import PG
+from dashboards.sql import Sql, SqlFormat
 
 __all__ = ["DEVICE_DETAIL"]
 
-_LINES, _LINE_STYLE = lines()
 
-DEVICE = QueryVariable("device", "Device", queries.DEVICE_VARIABLE)
-METRIC = QueryVariable("metric", "Metrics", queries.METRIC_VARIABLE, multi=True, include_all=True)
-RESOLUTION = QueryVariable("resolution", "Resolution", queries.RESOLUTION_VARIABLE, hidden=True)
+def _query_variable(name: str, label: str, sql: str) -> dashboard.QueryVariable:
+    """Start a variable whose options are the SQL's first column, sorted, refreshed on load."""
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(PG)
+        .query(sql.strip())
+        .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+    )
 
-_STATUS = Panel(
-    title="Status",
-    type="stat",
-    description=(
-        "Online, offline or never seen (the API's rule), when the device was last heard, "
-        "how many sequence numbers went missing, and its expected reporting interval."
-    ),
-    targets=(
-        Sql(
-            queries.DEVICE_STATUS,
-            "table",
-            ("status", "last seen", "sequence gaps", "expected interval"),
-        ),
-    ),
-    width=24,
-    height=4,
-    defaults=STATUS_MAPPINGS,
-    options=stat_options(fields="/.*/"),
-    overrides=(
-        {
-            "matcher": {"id": "byName", "options": "last seen"},
-            "properties": [{"id": "unit", "value": "dateTimeFromNow"}],
-        },
-        {
-            "matcher": {"id": "byName", "options": "expected interval"},
-            "properties": [{"id": "unit", "value": "s"}],
-        },
-    ),
+
+_DEVICE = _query_variable("device", "Device", queries.DEVICE_VARIABLE)
+_METRIC = (
+    _query_variable("metric", "Metrics", queries.METRIC_VARIABLE)
+    .multi(True)
+    .include_all(True)
+    .current(VariableOption(selected=True, text=["All"], value=["$__all"]))
+)
+_RESOLUTION = _query_variable("resolution", "Resolution", queries.RESOLUTION_VARIABLE).hide(
+    VariableHide.HIDE_VARIABLE
 )
 
-_SERIES = Panel(
-    title="$metric",
-    type="timeseries",
-    description=(
+_STATUS = (
+    stat_panel(fields="/.*/")
+    .id(1)
+    .title("Status")
+    .description(
+        "Online, offline or never seen (the API's rule), when the device was last heard, "
+        "how many sequence numbers went missing, and its expected reporting interval."
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(
+            queries.DEVICE_STATUS,
+            SqlFormat.TABLE,
+            ("status", "last seen", "sequence gaps", "expected interval"),
+        )
+    )
+    .span(24)
+    .height(4)
+    .mappings(status_mappings())
+    .override_by_name("last seen", [DynamicConfigValue("unit", units.DateTimeFromNow)])
+    .override_by_name("expected interval", [DynamicConfigValue("unit", units.Seconds)])
+)
+
+_LATEST = (
+    table_panel()
+    .id(2)
+    .title("Latest values")
+    .description("The newest stored value of each selected metric and when it was taken.")
+    .datasource(PG)
+    .with_target(Sql(queries.DEVICE_LATEST, SqlFormat.TABLE, ("metric", "value", "reading time")))
+    .span(10)
+    .height(8)
+)
+
+_REJECTS = (
+    table_panel()
+    .id(3)
+    .title("Rejected messages")
+    .description("This device's dead letters in the time range (at most 200), newest first.")
+    .datasource(PG)
+    .with_target(
+        Sql(
+            queries.DEVICE_REJECTS,
+            SqlFormat.TABLE,
+            ("received_at", "source", "reason", "item_index", "detail"),
+        )
+    )
+    .span(14)
+    .height(8)
+)
+
+_SERIES = (
+    line_chart()
+    .id(4)
+    .title("$metric")
+    .description(
         "Average with the min-max band per bucket, one panel per selected metric. Raw "
         "readings below a 1-minute bucket, the 1-minute rollup below 1 hour, the 1-hour "
         "rollup above. Buckets are at least twice the device's expected interval; a bucket "
         "without a reading breaks the line."
-    ),
-    targets=(Sql(queries.DEVICE_METRIC_SERIES, "time_series", ("time", "avg", "min", "max")),),
-    width=12,
-    height=8,
-    options=_LINES,
-    custom=_LINE_STYLE,
-    overrides=(
-        {
-            "matcher": {"id": "byName", "options": "max"},
-            "properties": [
-                {"id": "custom.fillBelowTo", "value": "min"},
-                {"id": "custom.fillOpacity", "value": 15},
-                {"id": "custom.lineWidth", "value": 0},
-            ],
-        },
-        {
-            "matcher": {"id": "byName", "options": "min"},
-            "properties": [{"id": "custom.lineWidth", "value": 0}],
-        },
-    ),
-    min_interval="$resolution",
-    repeat="metric",
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(queries.DEVICE_METRIC_SERIES, SqlFormat.TIME_SERIES, ("time", "avg", "min", "max"))
+    )
+    .span(12)
+    .height(8)
+    .override_by_name(
+        "max",
+        [
+            DynamicConfigValue("custom.fillBelowTo", "min"),
+            DynamicConfigValue("custom.fillOpacity", 15),
+            DynamicConfigValue("custom.lineWidth", 0),
+        ],
+    )
+    .override_by_name("min", [DynamicConfigValue("custom.lineWidth", 0)])
+    .interval("$resolution")
+    .repeat("metric")
+    .repeat_direction("h")
+    .max_per_row(2)
 )
 
-_LATEST = Panel(
-    title="Latest values",
-    type="table",
-    description="The newest stored value of each selected metric and when it was taken.",
-    targets=(Sql(queries.DEVICE_LATEST, "table", ("metric", "value", "reading time")),),
-    width=10,
-    height=8,
-    options=table_options(),
-)
-
-_REJECTS = Panel(
-    title="Rejected messages",
-    type="table",
-    description="This device's dead letters in the time range (at most 200), newest first.",
-    targets=(
-        Sql(
-            queries.DEVICE_REJECTS,
-            "table",
-            ("received_at", "source", "reason", "item_index", "detail"),
-        ),
-    ),
-    width=14,
-    height=8,
-    options=table_options(),
-)
-
-DEVICE_DETAIL = Dashboard(
-    uid="telemetry-device-detail",
-    title="Device detail",
-    description="One device: status, latest values, metrics over time and rejects.",
-    variables=(DEFAULT_INTERVAL, OFFLINE_AFTER, DEVICE, METRIC, RESOLUTION),
-    rows=((_STATUS,), (_LATEST, _REJECTS), (_SERIES,)),
-    time_from="now-24h",
+DEVICE_DETAIL = (
+    telemetry_dashboard(
+        "Device detail",
+        "telemetry-device-detail",
+        "One device: status, latest values, metrics over time and rejects.",
+    )
+    .time("now-24h", "now")
+    .refresh("30s")
+    .variables([*status_constants(), _DEVICE, _METRIC, _RESOLUTION])
+    .with_panel(_STATUS)
+    .with_panel(_LATEST)
+    .with_panel(_REJECTS)
+    .with_panel(_SERIES)
+    .build()
 )

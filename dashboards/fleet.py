@@ -1,183 +1,220 @@
 """Fleet overview: devices by status, readings per second, reject reasons, a map."""
 
+# The SDK's builders take their flags positionally: .show_legend(True).
+# ruff: noqa: FBT003
+
 from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard, geomap, piechart
+from grafana_foundation_sdk.models import common, units
+from grafana_foundation_sdk.models import geomap as geomap_models
+from grafana_foundation_sdk.models import piechart as piechart_models
+from grafana_foundation_sdk.models.dashboard import DynamicConfigValue, FieldColorModeId
 
 from dashboards import queries
 from dashboards.common import (
-    DEFAULT_INTERVAL,
-    OFFLINE_AFTER,
-    STATUS_MAPPINGS,
-    bars,
-    lines,
-    stat_options,
-    table_options,
+    bar_chart,
+    fixed_color,
+    line_chart,
+    stat_panel,
+    status_constants,
+    status_mappings,
+    table_panel,
+    telemetry_dashboard,
 )
-from dashboards.model import Dashboard, Panel, Sql
+from dashboards.datasources import PG
+from dashboards.sql import Sql, SqlFormat
 
 __all__ = ["FLEET_OVERVIEW"]
 
-_LINES, _LINE_STYLE = lines(fill_opacity=10)
-_BARS, _BAR_STYLE = bars()
-
-_STATUS = Panel(
-    title="Devices by status",
-    type="stat",
-    description=(
+_STATUS = (
+    stat_panel()
+    .id(1)
+    .title("Devices by status")
+    .description(
         "Registered devices, and how many are online (heard within offline_after expected "
         "intervals), offline, or never seen. Same rule as the API's device status."
-    ),
-    targets=(Sql(queries.FLEET_STATUS, "table", ("devices", "online", "offline", "never seen")),),
-    width=8,
-    height=5,
-    options=stat_options(),
-    overrides=(
-        {
-            "matcher": {"id": "byName", "options": "online"},
-            "properties": [{"id": "color", "value": {"fixedColor": "green", "mode": "fixed"}}],
-        },
-        {
-            "matcher": {"id": "byName", "options": "offline"},
-            "properties": [{"id": "color", "value": {"fixedColor": "red", "mode": "fixed"}}],
-        },
-    ),
-    defaults={"color": {"fixedColor": "text", "mode": "fixed"}},
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(
+            queries.FLEET_STATUS,
+            SqlFormat.TABLE,
+            ("devices", "online", "offline", "never seen"),
+        )
+    )
+    .span(8)
+    .height(5)
+    .color_scheme(dashboard.FieldColor().mode(FieldColorModeId.FIXED).fixed_color("text"))
+    .override_by_name("online", [fixed_color("green")])
+    .override_by_name("offline", [fixed_color("red")])
 )
 
-_RATE = Panel(
-    title="Readings per second",
-    type="timeseries",
-    description=(
+_RATE = (
+    line_chart(fill_opacity=10)
+    .id(2)
+    .title("Readings per second")
+    .description(
         "Readings stored per second, fleet-wide, averaged over each bucket. Counted from raw "
         "readings below a 1-minute bucket, from the 1-minute rollup below 1 hour, from the "
         "1-hour rollup above."
-    ),
-    targets=(Sql(queries.READINGS_PER_SECOND, "time_series", ("time", "readings/s")),),
-    width=16,
-    height=5,
-    unit="reqps",
-    options=_LINES,
-    custom=_LINE_STYLE,
-    min_interval="1s",
+    )
+    .datasource(PG)
+    .with_target(Sql(queries.READINGS_PER_SECOND, SqlFormat.TIME_SERIES, ("time", "readings/s")))
+    .span(16)
+    .height(5)
+    .unit(units.RequestsPerSecond)
+    .interval("1s")
 )
 
-_REJECTS_OVER_TIME = Panel(
-    title="Rejects by reason",
-    type="timeseries",
-    description=(
+_REJECT_REASONS = (
+    piechart.Panel()
+    .id(3)
+    .title("Reject reasons in range")
+    .description("Dead letters in the time range, by reason code.")
+    .datasource(PG)
+    .with_target(Sql(queries.REJECTS_BY_REASON, SqlFormat.TABLE, ("reason", "rejects")))
+    .span(8)
+    .height(8)
+    .pie_type(piechart_models.PieChartType.PIE)
+    .display_labels([piechart_models.PieChartLabels.NAME])
+    .legend(
+        piechart.PieChartLegendOptions()
+        .display_mode(common.LegendDisplayMode.TABLE)
+        .placement(common.LegendPlacement.RIGHT)
+        .show_legend(True)
+        .values([piechart_models.PieChartLegendValues.VALUE])
+    )
+    .reduce_options(
+        common_builders.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(True)
+    )
+    .tooltip(
+        common_builders.VizTooltipOptions()
+        .mode(common.TooltipDisplayMode.SINGLE)
+        .sort(common.SortOrder.NONE)
+    )
+)
+
+_REJECTS_OVER_TIME = (
+    bar_chart()
+    .id(4)
+    .title("Rejects by reason")
+    .description(
         "Dead letters per bucket, stacked by reason code: every invalid message or item "
         "lands in dead_letters with its reason."
-    ),
-    targets=(Sql(queries.REJECTS_OVER_TIME, "time_series", ("time", "metric", "rejects")),),
-    width=16,
-    height=8,
-    unit="short",
-    options=_BARS,
-    custom=_BAR_STYLE,
-    min_interval="1m",
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(queries.REJECTS_OVER_TIME, SqlFormat.TIME_SERIES, ("time", "metric", "rejects"))
+    )
+    .span(16)
+    .height(8)
+    .unit(units.Short)
+    .interval("1m")
 )
 
-_REJECT_REASONS = Panel(
-    title="Reject reasons in range",
-    type="piechart",
-    description="Dead letters in the time range, by reason code.",
-    targets=(Sql(queries.REJECTS_BY_REASON, "table", ("reason", "rejects")),),
-    width=8,
-    height=8,
-    options={
-        "displayLabels": ["name"],
-        "legend": {
-            "displayMode": "table",
-            "placement": "right",
+_MARKERS = (
+    common_builders.MapLayerOptions()
+    .type("markers")
+    .name("Devices")
+    .location(
+        common_builders.FrameGeometrySource()
+        .mode(common.FrameGeometrySourceMode.COORDS)
+        .latitude("latitude")
+        .longitude("longitude")
+    )
+    .tooltip(True)
+    # The SDK leaves a layer's own settings untyped; its dimension types fill them in.
+    .config(
+        {
             "showLegend": True,
-            "values": ["value"],
-        },
-        "pieType": "pie",
-        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": True},
-        "tooltip": {"mode": "single", "sort": "none"},
-    },
+            "style": {
+                "color": common.ColorDimensionConfig(fixed="blue", field="status"),
+                "opacity": 0.8,
+                "size": common.ScaleDimensionConfig(min_val=2, max_val=15, fixed=6),
+                "symbol": common.ResourceDimensionConfig(
+                    common.ResourceDimensionMode.FIXED, fixed="img/icons/marker/circle.svg"
+                ),
+            },
+        }
+    )
 )
 
-_MAP = Panel(
-    title="Device locations",
-    type="geomap",
-    description=(
+_MAP = (
+    geomap.Panel()
+    .id(5)
+    .title("Device locations")
+    .description(
         "Each device's latest reported position: the newest values of its metrics "
         "'latitude' and 'longitude' (degrees, WGS 84), coloured by status."
-    ),
-    targets=(
+    )
+    .datasource(PG)
+    .with_target(
         Sql(
             queries.FLEET_MAP,
-            "table",
+            SqlFormat.TABLE,
             ("device_id", "status", "last_seen", "latitude", "longitude"),
-        ),
-    ),
-    width=14,
-    height=12,
-    defaults=STATUS_MAPPINGS,
-    options={
-        "basemap": {"config": {}, "name": "Basemap", "type": "default"},
-        "controls": {"mouseWheelZoom": True, "showAttribution": True, "showZoom": True},
-        "layers": [
-            {
-                "config": {
-                    "showLegend": True,
-                    "style": {
-                        "color": {"field": "status", "fixed": "blue"},
-                        "opacity": 0.8,
-                        "size": {"fixed": 6},
-                        "symbol": {"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
-                    },
-                },
-                "location": {"latitude": "latitude", "longitude": "longitude", "mode": "coords"},
-                "name": "Devices",
-                "tooltip": True,
-                "type": "markers",
-            }
-        ],
-        "tooltip": {"mode": "details"},
-        "view": {"allLayers": True, "id": "fit", "lat": 0, "lon": 0, "zoom": 2},
-    },
+        )
+    )
+    .span(14)
+    .height(12)
+    .mappings(status_mappings())
+    .basemap(common_builders.MapLayerOptions().type("default").name("Basemap").config({}))
+    .controls(
+        geomap.ControlsOptions().mouse_wheel_zoom(True).show_attribution(True).show_zoom(True)
+    )
+    .layers([_MARKERS])
+    .tooltip(geomap.TooltipOptions().mode(geomap_models.TooltipMode.DETAILS))
+    .view(
+        geomap.MapViewConfig()
+        .id(geomap_models.MapCenterID.FIT)
+        .all_layers(True)
+        .lat(0)
+        .lon(0)
+        .zoom(2)
+    )
 )
 
-_SILENT = Panel(
-    title="Devices not online",
-    type="table",
-    description=(
+_SILENT = (
+    table_panel()
+    .id(6)
+    .title("Devices not online")
+    .description(
         "Offline and never-seen devices (at most 200), most recently heard first, with the "
         "interval they are expected to report at."
-    ),
-    targets=(
+    )
+    .datasource(PG)
+    .with_target(
         Sql(
             queries.SILENT_DEVICES,
-            "table",
+            SqlFormat.TABLE,
             ("device_id", "name", "status", "last_seen", "expected_interval_s"),
-        ),
-    ),
-    width=10,
-    height=12,
-    defaults=STATUS_MAPPINGS,
-    options=table_options(),
-    overrides=(
-        {
-            "matcher": {"id": "byName", "options": "status"},
-            "properties": [{"id": "custom.cellOptions", "value": {"type": "color-text"}}],
-        },
-        {
-            "matcher": {"id": "byName", "options": "expected_interval_s"},
-            "properties": [{"id": "unit", "value": "s"}],
-        },
-    ),
+        )
+    )
+    .span(10)
+    .height(12)
+    .mappings(status_mappings())
+    .override_by_name(
+        "status", [DynamicConfigValue("custom.cellOptions", common.TableColorTextCellOptions())]
+    )
+    .override_by_name("expected_interval_s", [DynamicConfigValue("unit", units.Seconds)])
 )
 
-FLEET_OVERVIEW = Dashboard(
-    uid="telemetry-fleet-overview",
-    title="Fleet overview",
-    description="The whole fleet: who is reporting, how fast, what is rejected and where.",
-    variables=(DEFAULT_INTERVAL, OFFLINE_AFTER),
-    rows=(
-        (_STATUS, _RATE),
-        (_REJECT_REASONS, _REJECTS_OVER_TIME),
-        (_MAP, _SILENT),
-    ),
-    time_from="now-6h",
+FLEET_OVERVIEW = (
+    telemetry_dashboard(
+        "Fleet overview",
+        "telemetry-fleet-overview",
+        "The whole fleet: who is reporting, how fast, what is rejected and where.",
+    )
+    .time("now-6h", "now")
+    .refresh("30s")
+    .variables(status_constants())
+    .with_panel(_STATUS)
+    .with_panel(_RATE)
+    .with_panel(_REJECT_REASONS)
+    .with_panel(_REJECTS_OVER_TIME)
+    .with_panel(_MAP)
+    .with_panel(_SILENT)
+    .build()
 )

@@ -20,12 +20,15 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import prometheus
+from grafana_foundation_sdk.models.dashboard import Dashboard, Panel, VariableType
 from psycopg import sql as pgsql
 from psycopg.rows import TupleRow
 
 from dashboards import DASHBOARDS, DEVICE_DETAIL, FLEET_OVERVIEW, queries
-from dashboards.build import main, render
-from dashboards.model import Constant, Dashboard, Panel, PromQL, QueryVariable, Sql
+from dashboards.build import filename, main, render
+from dashboards.sql import SqlFormat, SqlQuery
 from ingest.metrics import METRICS
 from ingest.records import DeadLetter, ReadingSet
 from tests.api.helpers import refresh_rollups
@@ -68,6 +71,10 @@ def _datasources() -> dict[str, str]:
     return {d["uid"]: d["type"] for d in yaml.safe_load(text)["datasources"]}
 
 
+def _panels(dashboard: Dashboard) -> list[Panel]:
+    return [p for p in dashboard.panels or [] if isinstance(p, Panel)]
+
+
 def _walk(node: object) -> Iterator[object]:
     yield node
     if isinstance(node, dict):
@@ -94,7 +101,7 @@ def test_build_writes_and_check_catches_drift(tmp_path: Path) -> None:
     assert main(["--check", "--out", str(tmp_path)]) == 1
     assert main(["--out", str(tmp_path)]) == 0
     assert main(["--check", "--out", str(tmp_path)]) == 0
-    stale = tmp_path / DEVICE_DETAIL.filename
+    stale = tmp_path / filename(DEVICE_DETAIL)
     stale.write_text(stale.read_text().replace("Device detail", "Device"), encoding="utf-8")
     assert main(["--check", "--out", str(tmp_path)]) == 1
 
@@ -163,7 +170,7 @@ def test_dashboard_model_is_valid(name: str) -> None:
     assert refs
     for ref in refs:
         assert datasources.get(ref["uid"]) == ref["type"], f"unresolved datasource {ref}"
-    names = [v["name"] for v in model["templating"]["list"]]
+    names = [v["name"] for v in model["templating"].get("list", [])]
     assert len(names) == len(set(names))
     used = set().union(*(variable_names(s) for s in _walk(model) if isinstance(s, str)))
     unknown = used - set(names) - BUILTIN_VARIABLES - MACROS
@@ -197,9 +204,9 @@ def test_promql_reads_metrics_that_ingest_exports() -> None:
     exported = _exported_names()
     used: set[str] = set()
     for dashboard in DASHBOARDS:
-        for panel in dashboard.panels:
-            for target in panel.targets:
-                if isinstance(target, PromQL):
+        for panel in _panels(dashboard):
+            for target in panel.targets or []:
+                if isinstance(target, prometheus.Dataquery):
                     found = _promql_metrics(target.expr)
                     assert found, target.expr
                     used |= found
@@ -283,12 +290,13 @@ class _Grafana:
 
     async def resolve(self, dashboard: Dashboard, choose: dict[str, str]) -> None:
         """Set each variable as Grafana would on load: constants, then query results."""
-        for var in dashboard.variables:
-            if isinstance(var, Constant):
-                self.values[var.name] = VariableValue(var.value)
+        for var in dashboard.templating.list_val or []:
+            assert isinstance(var.query, str)
+            if var.type_val == VariableType.CONSTANT:
+                self.values[var.name] = VariableValue(var.query)
                 continue
-            assert isinstance(var, QueryVariable)
-            sql = self.expand(var.sql, timedelta(minutes=1), self.values)
+            assert var.type_val == VariableType.QUERY
+            sql = self.expand(var.query, timedelta(minutes=1), self.values)
             names, _, rows = await _run(self.conn, sql)
             assert len(names) == 1, f"variable {var.name} returns {names}"
             options = tuple(str(r[0]) for r in rows)
@@ -312,31 +320,31 @@ class _Grafana:
         self, panel: Panel, requested: timedelta, values: dict[str, VariableValue]
     ) -> timedelta:
         """$__interval: the requested one, but never below the panel's min interval."""
-        if panel.min_interval is None:
+        if panel.interval is None:
             return requested
-        low = expand(panel.min_interval, values, RANGE, requested)
+        low = expand(panel.interval, values, RANGE, requested)
         return max(requested, parse_interval(low))
 
 
 def _check_columns(
-    panel: Panel, target: Sql, names: list[str], types: list[int], rows: Rows
+    panel: Panel, target: SqlQuery, names: list[str], types: list[int], rows: Rows
 ) -> None:
     where = f"{panel.title!r}"
     assert tuple(names) == target.columns, f"{where} returns {names}"
     assert rows, f"{where} returned no rows"
     typed = dict(zip(names, types, strict=True))
-    if target.format == "time_series":
+    if target.format == SqlFormat.TIME_SERIES:
         assert names[0] == "time"
         assert typed["time"] in {TIMESTAMPTZ, NUMERIC, 701}
         for name in names[1:]:
             assert typed[name] == TEXT if name == "metric" else typed[name] in NUMBERS, name
-    if panel.type == "geomap":
+    if panel.type_val == "geomap":
         assert typed["latitude"] in NUMBERS
         assert typed["longitude"] in NUMBERS
-    referenced = {
-        o["matcher"]["options"] for o in panel.overrides if o["matcher"]["id"] == "byName"
-    }
-    for layer in panel.options.get("layers", []):
+    saved = json.loads(json.dumps(panel, cls=JSONEncoder))
+    overrides = saved.get("fieldConfig", {}).get("overrides", [])
+    referenced = {o["matcher"]["options"] for o in overrides if o["matcher"]["id"] == "byName"}
+    for layer in saved.get("options", {}).get("layers", []):
         referenced |= {layer["location"]["latitude"], layer["location"]["longitude"]}
         referenced.add(layer["config"]["style"]["color"]["field"])
     assert referenced <= set(names), f"{where} configures fields it does not get: {referenced}"
@@ -348,9 +356,10 @@ async def _check_dashboard(
     """Run every SQL target at every interval; return rows by (panel title, interval)."""
     await grafana.resolve(dashboard, choose)
     results: dict[tuple[str, timedelta], Rows] = {}
-    for panel in dashboard.panels:
-        for target in panel.targets:
-            if not isinstance(target, Sql):
+    for panel in _panels(dashboard):
+        assert panel.title is not None
+        for target in panel.targets or []:
+            if not isinstance(target, SqlQuery):
                 continue
             for requested in INTERVALS:
                 for values in grafana.scopes(panel):
