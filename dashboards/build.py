@@ -11,33 +11,33 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from dashboards import DASHBOARDS
+from dashboards.references import DashboardError, JsonObject, check_references
 
 __all__ = ["filename", "main", "render", "to_json"]
 
 HERE = Path(__file__).resolve().parent
 
-JsonObject = dict[str, Any]
-
 
 def filename(dashboard: Dashboard) -> str:
     """Return the JSON file name: the uid without its ``telemetry-`` prefix."""
-    assert dashboard.uid, dashboard.title
+    if not dashboard.uid:
+        raise DashboardError(f"dashboard {dashboard.title!r} has no uid")
     return dashboard.uid.removeprefix("telemetry-") + ".json"
 
 
 def to_json(dashboard: Dashboard) -> JsonObject:
-    """Render the dashboard as the SDK's types produce it."""
+    """Render the dashboard with the SDK; fail if it names a missing datasource or variable."""
     model: JsonObject = json.loads(json.dumps(dashboard, cls=JSONEncoder))
+    check_references(model)
     return model
 
 
-def render(dashboards: Sequence[Dashboard] = DASHBOARDS) -> dict[str, str]:
+def render(dashboards: Sequence[Dashboard]) -> dict[str, str]:
     """Return each dashboard's file name and its JSON text (sorted keys, 2-space indent)."""
     return {
         filename(d): json.dumps(to_json(d), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -55,7 +55,7 @@ def _stale(out: Path, files: dict[str, str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (1: ``--check`` found stale files)."""
+    """Run the command line; return the exit status (1: an invalid dashboard or a stale file)."""
     parser = argparse.ArgumentParser(
         prog="python -m dashboards.build", description="Write or check the dashboards' JSON."
     )
@@ -64,7 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=HERE, help="directory of the JSON files")
     args = parser.parse_args(argv)
-    files = render()
+    try:
+        files = render(DASHBOARDS)
+    except DashboardError as exc:
+        sys.stderr.write(f"invalid dashboard: {exc}\n")
+        return 1
     if args.check:
         stale = _stale(args.out, files)
         if stale:
