@@ -4,9 +4,6 @@ Each function returns a fresh SDK builder (builders are mutable), which a dashbo
 to fill in.
 """
 
-# The SDK's builders take their flags positionally: .show_legend(True).
-# ruff: noqa: FBT003
-
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as common_builders

@@ -1,8 +1,5 @@
 """Device detail: one device's status, latest values, its metrics over time, its rejects."""
 
-# The SDK's builders take their flags positionally: .show_legend(True).
-# ruff: noqa: FBT003
-
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard

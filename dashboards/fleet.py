@@ -1,8 +1,5 @@
 """Fleet overview: devices by status, readings per second, reject reasons, a map."""
 
-# The SDK's builders take their flags positionally: .show_legend(True).
-# ruff: noqa: FBT003
-
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import common as common_builders
