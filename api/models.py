@@ -30,6 +30,7 @@ __all__ = [
     "DeviceCreated",
     "DeviceList",
     "DeviceParams",
+    "DeviceSort",
     "DeviceStatus",
     "ErrorBody",
     "ExportParams",
@@ -66,6 +67,7 @@ _OUT_OF_RANGE = "time out of range (years 1900 to 9000)"
 Aggregate = Literal["avg", "min", "max", "count", "sum", "first", "last"]
 AGGREGATES: tuple[Aggregate, ...] = ("avg", "min", "max", "count", "sum", "first", "last")
 DeviceStatus = Literal["online", "offline", "never_seen"]
+DeviceSort = Literal["device_id", "-device_id", "last_seen", "-last_seen", "seq_gaps", "-seq_gaps"]
 
 
 def _rfc3339(value: object) -> object:
@@ -148,9 +150,20 @@ class DeviceParams(_Params):
 
 
 class ListDevicesParams(_Params):
-    """Filter and page through the registry (ordered by device id)."""
+    """Filter, sort and page through the registry (by device id unless ``sort`` says)."""
 
     status: DeviceStatus | None = Field(None, description="only devices in this status")
+    search: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="only devices whose id or name contains this text (case-insensitive)",
+    )
+    sort: DeviceSort = Field(
+        "device_id",
+        description="order by this field, descending with a leading `-`, ties by device id;"
+        " by `last_seen`, devices never seen come first",
+    )
     limit: int = Field(100, ge=1, le=1000, description="devices per page")
     cursor: Cursor = None
 

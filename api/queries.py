@@ -33,6 +33,7 @@ __all__ = [
     "KEY_BY_HASH",
     "LATEST",
     "LIST_DEVICES",
+    "LIST_DEVICES_SORTED",
     "METRIC_KEYS",
     "METRIC_KEYS_ALL",
     "NO_STATEMENT_TIMEOUT",
@@ -74,14 +75,60 @@ CASE WHEN last_seen IS NULL THEN 'never_seen'
      ELSE 'offline' END AS status
 """
 GET_DEVICE = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = %(device_id)s"  # noqa: S608  (constant)
+_LISTED = """
+device_key, device_id, name, metadata, expected_interval_s, created_at, last_seen, last_seq,
+seq_gaps, status
+"""
+# %(search)s: a substring of the id or the name, any case (strpos: no LIKE escaping needed).
+_DEVICE_FILTERS = """
+(%(status)s::text IS NULL OR status = %(status)s)
+AND (%(search)s::text IS NULL
+     OR strpos(lower(device_id), lower(%(search)s)) > 0
+     OR strpos(lower(coalesce(name, '')), lower(%(search)s)) > 0)
+"""
+# The default order walks the device_id index and stops at the page's end.
 LIST_DEVICES = f"""
 SELECT * FROM (
     SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id > %(after)s
 ) d
-WHERE %(status)s::text IS NULL OR status = %(status)s
+WHERE {_DEVICE_FILTERS}
 ORDER BY device_id
 LIMIT %(limit)s
 """  # noqa: S608  (constant)
+# Other orders: by a sort key, ties by device id, a page after (%(after_key)s,
+# %(after_id)s) when given. The key comes last as text, for the next cursor ('-infinity'
+# has no Python datetime). No index serves these: each page sorts the registry.
+_SORT_KEYS = {
+    "device_id": ("device_id", "text"),
+    # Never seen sorts as the earliest time, so that the key is never NULL.
+    "last_seen": ("coalesce(last_seen, '-infinity')", "timestamptz"),
+    "seq_gaps": ("seq_gaps", "bigint"),
+}
+
+
+def _list_devices_by(field: str, descending: bool) -> str:
+    key, kind = _SORT_KEYS[field]
+    direction, after = ("DESC", "<") if descending else ("ASC", ">")
+    return f"""
+SELECT {_LISTED}, sort_key::text AS cursor_key FROM (
+    SELECT {_DEVICE_COLUMNS}, {key} AS sort_key FROM devices
+) d
+WHERE {_DEVICE_FILTERS}
+  AND (%(after_id)s::text IS NULL
+       OR (sort_key, device_id) {after} (%(after_key)s::{kind}, %(after_id)s))
+ORDER BY sort_key {direction}, device_id {direction}
+LIMIT %(limit)s
+"""  # noqa: S608  (constant keys and directions only)
+
+
+# By sort parameter: "last_seen", "-last_seen"... ("device_id" is LIST_DEVICES).
+LIST_DEVICES_SORTED = {
+    sign + field: _list_devices_by(field, descending=sign == "-")
+    for field in _SORT_KEYS
+    for sign in ("", "-")
+    if sign + field != "device_id"
+}
+
 FLEET_STATUS = f"""
 SELECT count(*),
        count(*) FILTER (WHERE status = 'online'),

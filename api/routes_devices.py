@@ -15,7 +15,7 @@ from psycopg.rows import TupleRow
 from api import queries
 from api.broker import BROKER, BrokerAdmin
 from api.context import DATABASE, SETTINGS
-from api.errors import BrokerError, ConflictError, NotFoundError
+from api.errors import BadRequestError, BrokerError, ConflictError, NotFoundError
 from api.latest_page import read_page
 from api.models import (
     CreateDevice,
@@ -151,20 +151,35 @@ async def post_device(request: web.Request, _params: NoParams, body: CreateDevic
     "GET", "/v1/devices", params=ListDevicesParams, reply=DeviceList, scope="read", tag="devices"
 )
 async def list_devices(request: web.Request, params: ListDevicesParams) -> DeviceList:
-    """List devices by id, optionally only those in one status."""
-    after = "" if params.cursor is None else str(decode_cursor(params.cursor, str)[0])
+    """List devices by id or by `sort`, optionally only those in a status or matching a text."""
+    filters = _status_params(request.app[SETTINGS]) | {
+        "status": params.status,
+        "search": params.search,
+        "limit": params.limit + 1,
+    }
+    if params.sort == "device_id":
+        after = "" if params.cursor is None else str(decode_cursor(params.cursor, str)[0])
+        query, args = queries.LIST_DEVICES, filters | {"after": after}
+    else:
+        after_key = after_id = None
+        if params.cursor is not None:
+            sort, after_key, after_id = decode_cursor(params.cursor, str, str, str)
+            if sort != params.sort:
+                raise BadRequestError(f"cursor: a cursor of sort={sort}, not {params.sort}")
+        query = queries.LIST_DEVICES_SORTED[params.sort]
+        args = filters | {"after_key": after_key, "after_id": after_id}
     async with request.app[DATABASE].connection() as conn:
-        cur = await conn.execute(
-            queries.LIST_DEVICES,
-            _status_params(request.app[SETTINGS])
-            | {"after": after, "status": params.status, "limit": params.limit + 1},
-        )
-        rows = await cur.fetchall()
+        rows = await (await conn.execute(query, args)).fetchall()
     devices = [_device(row) for row in rows[: params.limit]]
-    more = len(rows) > params.limit
-    return DeviceList(
-        devices=devices, next_cursor=encode_cursor(devices[-1].device_id) if more else None
-    )
+    next_cursor = None
+    if len(rows) > params.limit:
+        last = rows[params.limit - 1]
+        next_cursor = (
+            encode_cursor(last[1])
+            if params.sort == "device_id"
+            else encode_cursor(params.sort, last[10], last[1])
+        )
+    return DeviceList(devices=devices, next_cursor=next_cursor)
 
 
 @router.json(
