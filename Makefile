@@ -1,10 +1,11 @@
-# Set-up and checks. `make test` is all a fresh machine needs (plus mosquitto: see README).
+# Set-up and checks. `make test` is all a fresh machine needs: it installs Mosquitto where it
+# can (root with apt-get) and otherwise says in one line what to install, before anything runs.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint fmt typecheck pytest clean demo demo-clean bench
+.PHONY: test lint fmt typecheck pytest clean demo demo-clean bench need-mosquitto
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +20,15 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 ## test: lint, type-check, then run the whole suite against real PostgreSQL and Mosquitto
-test: lint typecheck pytest
+# Mosquitto first, so that a machine without it learns so before minutes of set-up.
+test: need-mosquitto
+	@$(MAKE) --no-print-directory lint typecheck pytest
 
-pytest: $(STAMP)
+pytest: need-mosquitto $(STAMP)
 	$(BIN)/pytest
+
+need-mosquitto:
+	@scripts/ensure-mosquitto.sh
 
 ## lint: ruff (rules and formatting) and the import rules between packages (import-linter)
 lint: $(STAMP)
