@@ -19,6 +19,7 @@ from aiohttp import web
 from api import export, queries, routes_devices, routes_fleet, routes_readings
 from api.auth import KeyStore
 from api.broker import BROKER, BrokerAdmin
+from api.console import add_console_routes
 from api.context import DATABASE, KEYS, SETTINGS
 from api.database import Database
 from api.errors import BrokerError, DatabaseUnavailableError, RateLimitedError, RequestError
@@ -203,6 +204,7 @@ def create_app(
     )
     for endpoint in routes:
         app.router.add_route(endpoint.method, endpoint.path, endpoint.handler, name=endpoint.name)
+    add_console_routes(app)  # static files, not API operations: outside the OpenAPI document
 
     async def pool(app: web.Application) -> AsyncIterator[None]:
         async with app[DATABASE]:
