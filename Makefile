@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: test lint fmt typecheck pytest clean demo demo-clean bench need-mosquitto
+.PHONY: test lint fmt typecheck pytest clean demo demo-clean bench need-mosquitto screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ pytest: need-mosquitto $(STAMP)
 
 need-mosquitto:
 	@scripts/ensure-mosquitto.sh
+
+## screenshots: retake docs/img/console-*.png with the browser tests (needs chromium)
+screenshots: $(STAMP)
+	@mkdir -p docs/img
+	CONSOLE_SCREENSHOTS_DIR=docs/img TEST_BROWSER_REQUIRED=1 $(BIN)/pytest -m browser tests/browser
 
 ## lint: ruff (rules and formatting) and the import rules between packages (import-linter)
 lint: $(STAMP)
