@@ -347,6 +347,8 @@ class _Demo:
         storage = "TimescaleDB" if pg.with_timescaledb else "plain PostgreSQL"
         for line in (
             "",
+            f"Open the console: {api_url}/  (sign in with the API_ADMIN_KEY below)",
+            "",
             f"The platform is running; data lives in {self.data_dir} and stays between runs.",
             f"  query API    {api_url}  (OpenAPI: {api_url}/v1/openapi.json)",
             f"  ingest HTTP  {ingest_url}/v1/telemetry",

@@ -162,6 +162,11 @@ def data_dir() -> Iterator[Path]:
 def test_demo_runs_stops_cleanly_and_keeps_its_data(data_dir: Path) -> None:
     first = Launcher(data_dir, "--pg-port", str(free_port()), "--mqtt-port", str(free_port()))
     try:
+        console = first.wait_for("Open the console: ")
+        assert console.startswith(f"Open the console: http://127.0.0.1:{first.api_port}/ ")
+        with urllib.request.urlopen(f"http://127.0.0.1:{first.api_port}/", timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("text/html")
+            assert "Content-Security-Policy" in resp.headers
         key = first.wait_for("API_ADMIN_KEY=").partition("=")[2]
         assert key.startswith("ak_")
         assert (data_dir / "admin-key").stat().st_mode & 0o777 == 0o600
