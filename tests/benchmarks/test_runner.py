@@ -82,6 +82,13 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
             "commits_per_batch": 1.0,
             "drain_readings_per_s": 9000,
         },
+        "console_paint": {
+            "path": "plain",
+            "devices": 10_000,
+            "fleet_fcp_ms": {"p50": 40.0, "max": 60.0},
+            "fleet_data_ms": {"p50": 900.0, "max": 1200.0},
+            "target_ms": 1000,
+        },
     }
     records = [
         {"benchmark": b.name, "exit_status": 0, "lines": [lines[b.name]]} for b in BENCHMARKS
@@ -89,8 +96,9 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
     rows = table(records).splitlines()[2:]
     met = [row.strip().strip("|").split("|")[-1].strip() for row in rows]
     # writer, http (miss), mqtt vs count-only (miss), vs hobby, 1 worker (no target),
-    # latency, cost model (no target) x 2, api a, b, c (miss), device rss, cpu, commits, drain
+    # latency, cost model (no target) x 2, api a, b, c (miss), device rss, cpu, commits, drain,
+    # console first paint, console data (miss)
     assert met == [
         "yes", "**no**", "**no**", "yes", "", "yes", "", "", "yes", "yes", "**no**",
-        "yes", "yes", "yes", "yes",
+        "yes", "yes", "yes", "yes", "yes", "**no**",
     ]  # fmt: skip
