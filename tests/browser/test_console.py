@@ -19,7 +19,6 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -45,19 +44,22 @@ def wait_for(
     ).until(lambda _: check(), message=f"timed out waiting for {what}")
 
 
-def rows(browser: webdriver.Chrome, table: str) -> list[WebElement]:
-    return browser.find_elements(
-        By.CSS_SELECTOR, f"#{table} tbody tr[data-device], #{table} tbody tr[data-reason]"
+def values(
+    browser: webdriver.Chrome, selector: str, script: str = "el.dataset.device"
+) -> list[str]:
+    """``script`` of each element ``selector`` finds, read in one go.
+
+    In one script: the pages replace their rows at every refresh, so elements found in one
+    call can be stale by the next.
+    """
+    found: list[str] = browser.execute_script(
+        f"return [...document.querySelectorAll(arguments[0])].map(el => {script})", selector
     )
+    return found
 
 
 def device_ids(browser: webdriver.Chrome) -> list[str]:
-    # In one script: the rows are replaced at every refresh, so elements found earlier go stale.
-    ids: list[str] = browser.execute_script(
-        "return [...document.querySelectorAll('#device-table tbody tr[data-device]')]"
-        ".map(row => row.dataset.device)"
-    )
-    return ids
+    return values(browser, "#device-table tbody tr[data-device]")
 
 
 def sign_in(browser: webdriver.Chrome, console: Console, key: str, hash_part: str = "") -> None:
@@ -98,8 +100,10 @@ def test_sign_in_shows_the_fleet_and_keeps_the_key_out_of_urls(
     assert text(browser, "count-offline") == str(offline)
     assert text(browser, "count-online") == str(len(MEMBERS) - never - offline)
     assert int(text(browser, "readings-minute").replace(",", "")) > 0
-    first = rows(browser, "device-table")[0].find_elements(By.TAG_NAME, "td")
-    assert [cell.text for cell in first[:3]] == ["battery-01", "", "online"]
+    first_row = values(browser, "#device-table tbody tr:first-child td", "el.textContent")
+    assert first_row[:3] == ["battery-01", "", "online"]
+    assert first_row[3].endswith(" s ago")
+    assert first_row[4:] == ["1", "kindbatterycells4"]
 
     # The key is in this tab's session storage and nowhere else: not in a URL, not stored.
     key = console.read_key
@@ -212,8 +216,8 @@ def test_a_device_chart_has_a_point_per_bucket_with_readings_and_gaps(
         expected = _buckets_with_readings(console.fleet, facts["start"], facts["end"], bucket_s)
         assert int(facts["points"]) == int(facts["drawn"]) == expected, (metric, facts)
         assert int(facts["slots"]) > expected  # the silences are buckets without a point
-    latest = browser.find_elements(By.CSS_SELECTOR, "#latest-table tbody tr[data-metric]")
-    assert sorted(str(r.get_attribute("data-metric")) for r in latest) == sorted(FEATURED_METRICS)
+    latest = values(browser, "#latest-table tbody tr[data-metric]", "el.dataset.metric")
+    assert sorted(latest) == sorted(FEATURED_METRICS)
     wait_for(
         browser,
         "raw readings",
@@ -254,9 +258,11 @@ def test_rejects_show_reasons_to_an_admin_and_a_note_to_a_read_key(
 ) -> None:
     sign_in(browser, console, console.admin_key, "#/rejects")
     wait_for(
-        browser, "every dead letter", lambda: len(rows(browser, "rejects-table")) == len(REJECTS)
+        browser,
+        "every dead letter",
+        lambda: len(values(browser, "#rejects-table tr[data-reason]", "1")) == len(REJECTS),
     )
-    reasons = [str(r.get_attribute("data-reason")) for r in rows(browser, "rejects-table")]
+    reasons = values(browser, "#rejects-table tr[data-reason]", "el.dataset.reason")
     # Newest first: the reverse of the order they were stored in.
     assert reasons == [reason for _, _, reason, _ in reversed(REJECTS)]
     assert "line 1 column 17" in browser.find_element(By.ID, "rejects-table").text

@@ -3,12 +3,14 @@
 
 import { day, timeOfDay } from "./format.js";
 
-const COLOURS = {
-  line: "#1d4ed8",
-  edge: "rgba(29, 78, 216, 0.35)",
-  band: "rgba(29, 78, 216, 0.14)",
-};
+// The band and its edges are translucent, so they read on a light or a dark page alike.
+const COLOURS = { edge: "rgba(59, 100, 230, 0.4)", band: "rgba(59, 100, 230, 0.16)" };
 const HEIGHT = 220;
+
+/** A colour of the page's theme (light or dark, console.css), for what the canvas draws. */
+function themeColour(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
 
 /**
  * Lay the API's points on every bucket of [start, end): time in seconds, and avg, min and
@@ -93,12 +95,17 @@ export class MetricChart {
       scales: { x: { time: true, range: () => this.xRange } },
       series: [
         { value: legendTime },
-        { label: "avg", stroke: COLOURS.line, width: 2, spanGaps: false },
+        { label: "avg", stroke: themeColour("--accent"), width: 2, spanGaps: false },
         { label: "min", stroke: COLOURS.edge, width: 1, spanGaps: false },
         { label: "max", stroke: COLOURS.edge, width: 1, spanGaps: false },
       ],
       bands: [{ series: [3, 2], fill: COLOURS.band }],
-      axes: [{ values: timeTicks }, { label: this.label, size: 60 }],
+      axes: [{ values: timeTicks }, { label: this.label, size: 60 }].map((axis) => ({
+        ...axis,
+        stroke: themeColour("--muted"),
+        grid: { stroke: themeColour("--line") },
+        ticks: { stroke: themeColour("--line") },
+      })),
     };
   }
 
