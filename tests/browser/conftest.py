@@ -38,7 +38,9 @@ def storage_mode() -> str:
     return "plain"
 
 
+@pytest.fixture(autouse=True)
 def _skip_or_fail_without_chromium() -> None:
+    """Before any other fixture of a test here: no database work for a test that skips."""
     reason = chromium.missing()
     if reason is None:
         return
@@ -72,7 +74,6 @@ def fleet_db(db_url: str) -> tuple[str, LoadedFleet]:
 @pytest.fixture
 def console(fleet_db: tuple[str, LoadedFleet]) -> Iterator[Console]:
     """The API serving the fleet from a thread, on a free port."""
-    _skip_or_fail_without_chromium()
     db_url, fleet = fleet_db
     app = create_app(api_settings(), DatabaseSettings(database_url=db_url, db_pool_min=1))
     with serve_in_thread(app) as url:
@@ -93,7 +94,6 @@ Shot = Callable[[str], Path]
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     """A headless Chromium for this test; its downloads land in ``tmp_path/downloads``."""
-    _skip_or_fail_without_chromium()
     (tmp_path / "downloads").mkdir()
     driver = chromium.start_chromium(tmp_path / "profile", tmp_path / "downloads")
     try:
