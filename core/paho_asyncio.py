@@ -3,8 +3,10 @@
 paho calls back when its socket opens, closes or has data to send; the bridge turns those
 into ``add_reader``/``add_writer`` registrations, so reads, writes and every paho callback
 run on the loop. ``connect()`` blocks on the TCP (and TLS) handshake and belongs in an
-executor; the socket-open callback then arrives from that thread, which is why
-registrations go through ``call_soon_threadsafe``.
+executor; the callbacks of that thread are passed to the loop with
+``call_soon_threadsafe``, and checked again when they run there: by then paho may have
+written what it had (and said so) or closed the socket, and a writer registered for nothing
+would make the loop call ``loop_write`` without end.
 
 A consumer whose buffer is full calls :meth:`PahoLoopBridge.pause_reading`: the socket is
 left unread, TCP's window closes and the broker stops sending, instead of a buffer growing.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +33,7 @@ class PahoLoopBridge:
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
         self.client = client
         self.loop = loop
+        self._loop_thread = threading.get_ident()  # built on the loop's thread
         self._sock: socket.socket | None = None
         self._paused = False
         client.on_socket_open = self._on_socket_open
@@ -75,6 +79,8 @@ class PahoLoopBridge:
         self.loop.call_soon_threadsafe(self._opened, sock)
 
     def _opened(self, sock: socket.socket) -> None:
+        if sock is not self.client.socket():
+            return  # closed again before this ran
         self._sock = sock
         if not self._paused:
             self._add_reader(sock)
@@ -91,9 +97,14 @@ class PahoLoopBridge:
             self.loop.remove_writer(sock)
 
     def _on_socket_register_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
-        self.loop.call_soon_threadsafe(self._add_writer, sock)
+        if threading.get_ident() == self._loop_thread:
+            self._add_writer(sock)
+        else:
+            self.loop.call_soon_threadsafe(self._add_writer, sock)
 
     def _add_writer(self, sock: socket.socket) -> None:
+        if sock is not self.client.socket() or not self.client.want_write():
+            return  # written or closed meanwhile: paho will not unregister it again
         with contextlib.suppress(ValueError, OSError):
             self.loop.add_writer(sock, self.client.loop_write)
 
