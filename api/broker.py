@@ -48,6 +48,7 @@ RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 _KEEPALIVE_S = 30
 # Answers that mean "already as wanted" when removing things.
 _ABSENT = frozenset({"Client not found", "Role not found"})
+_PRESENT = frozenset({"ACL with this topic already exists", "Role not found"})
 
 Command = dict[str, Any]
 
@@ -74,40 +75,62 @@ def device_role(device_id: str) -> str:
     return f"device:{device_id}"
 
 
+#: Retained by the ingest: b"1" when the platform sends commit receipts.
+ANNOUNCE_TOPIC = "platform/receipts"
+
+
+def _read(topic: str) -> list[Command]:
+    """ACLs to subscribe to ``topic`` (a pattern) and be sent what matches it."""
+    return [
+        {"acltype": "subscribePattern", "topic": topic, "allow": True},
+        {"acltype": "publishClientReceive", "topic": topic, "allow": True},
+    ]
+
+
 def device_acls(device_id: str) -> list[Command]:
-    """ACLs of a device: publish its own telemetry and status topics, nothing else.
+    """ACLs of a device: publish its own telemetry and status, read its own receipts.
 
     Device ids cannot hold ``/``, ``+`` or ``#`` (wire format), so each topic names
-    exactly one device; ``telemetry/{id}/#`` also matches ``telemetry/{id}`` itself.
+    exactly one device; ``telemetry/{id}/#`` also matches ``telemetry/{id}`` itself. A
+    subscription to ``receipts/#`` or another device's receipts matches no ACL: refused.
     """
     return [
         {"acltype": "publishClientSend", "topic": f"telemetry/{device_id}/#", "allow": True},
         {"acltype": "publishClientSend", "topic": f"status/{device_id}", "allow": True},
+        *_read(f"receipts/{device_id}/#"),
+        *_read(ANNOUNCE_TOPIC),
     ]
 
 
 def ingest_account(username: str, password: str, share_group: str) -> ServiceAccount:
-    """Describe the ingest's account: it may only join the shared subscription to all telemetry."""
+    """Describe the ingest's account: read all telemetry, send receipts and their announcement.
+
+    It subscribes to ``telemetry/#`` (the default, one receiving worker per host) or, with a
+    ``share_group``, to ``$share/{share_group}/telemetry/#``.
+    """
+    subscription = f"$share/{share_group}/telemetry/#" if share_group else "telemetry/#"
     return ServiceAccount(
         username,
         password,
         (
-            {
-                "acltype": "subscribePattern",
-                "topic": f"$share/{share_group}/telemetry/#",
-                "allow": True,
-            },
+            {"acltype": "subscribePattern", "topic": subscription, "allow": True},
             {"acltype": "publishClientReceive", "topic": "telemetry/#", "allow": True},
+            {"acltype": "publishClientSend", "topic": "receipts/#", "allow": True},
+            {"acltype": "publishClientSend", "topic": ANNOUNCE_TOPIC, "allow": True},
         ),
     )
 
 
 def simulator_account(username: str, password: str) -> ServiceAccount:
-    """Describe the load generator's account: it may publish any device's telemetry only."""
+    """Describe the load generator's account: publish any device's telemetry, read receipts."""
     return ServiceAccount(
         username,
         password,
-        ({"acltype": "publishClientSend", "topic": "telemetry/#", "allow": True},),
+        (
+            {"acltype": "publishClientSend", "topic": "telemetry/#", "allow": True},
+            *_read("receipts/#"),
+            *_read(ANNOUNCE_TOPIC),
+        ),
     )
 
 
@@ -159,6 +182,17 @@ class BrokerAdmin:
         )
         if answers[0].get("error"):
             await self.put_device(device_id, token)
+
+    async def grant_device(self, device_id: str) -> None:
+        """Add this version's ACLs to the role of ``device_id`` (an upgrade); idempotent.
+
+        A device registered before provisioning was enabled has no role: nothing to do.
+        """
+        role = device_role(device_id)
+        await self.run(
+            [{"command": "addRoleACL", "rolename": role, **acl} for acl in device_acls(device_id)],
+            tolerate=_PRESENT,
+        )
 
     async def remove_device(self, device_id: str) -> None:
         """Delete the broker client and role of ``device_id`` (disconnecting it), if any."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import psycopg
 from aiohttp import web
 
+from api import queries
 from api.app import create_app, freeze_startup_heap
 from api.auth import create_key
 from api.broker import BrokerAdmin, ingest_account, simulator_account
@@ -63,7 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create or replace the ingest's (and the simulator's) account in Mosquitto's"
         " dynamic security plugin; see docs/compose.md.",
     )
-    add_settings_arguments(cmd, BrokerSettings, BrokerAccountSettings)
+    cmd.add_argument(
+        "--devices",
+        action="store_true",
+        help="also give the broker role of every registered device (DATABASE_URL) this"
+        " version's ACLs: after an upgrade, so that devices may read their commit receipts",
+    )
+    add_settings_arguments(cmd, BrokerSettings, BrokerAccountSettings, DatabaseSettings)
     return parser
 
 
@@ -124,6 +131,15 @@ async def _create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _device_ids(database_url: str) -> list[str]:
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            cur = await conn.execute(queries.ALL_DEVICE_IDS)
+            return [str(device_id) for (device_id,) in await cur.fetchall()]
+    except psycopg.OperationalError as exc:
+        raise ConfigError(f"cannot connect to the database: {one_line(exc)}") from exc
+
+
 async def _broker_setup(args: argparse.Namespace) -> int:
     broker = settings_from_args(BrokerSettings, args)
     accounts = settings_from_args(BrokerAccountSettings, args)
@@ -148,6 +164,11 @@ async def _broker_setup(args: argparse.Namespace) -> int:
         )
     for account in wanted:
         await admin.put_service(account)
+    if args.devices:
+        devices = await _device_ids(settings_from_args(DatabaseSettings, args).database_url)
+        for device_id in devices:
+            await admin.grant_device(device_id)
+        print(f"{len(devices)} devices' broker roles have this version's ACLs")
         print(f"broker account {account.username!r} is ready")
     return 0
 

@@ -8,6 +8,7 @@ within ``offline_after`` expected intervals (the device's own, or the default).
 from __future__ import annotations
 
 __all__ = [
+    "ALL_DEVICE_IDS",
     "BEGIN_SNAPSHOT",
     "BUCKETS_FROM_1H",
     "BUCKETS_FROM_1M",
@@ -50,6 +51,7 @@ SET_TIMEZONE_UTC = "SELECT set_config('TimeZone', 'UTC', false)"
 SET_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', %s, false)"
 NO_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = 0"
 PING = "SELECT 1"
+ALL_DEVICE_IDS = "SELECT device_id FROM devices ORDER BY device_id"
 
 KEY_BY_HASH = """
 SELECT key_id, key_hash, scope FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL

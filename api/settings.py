@@ -79,7 +79,9 @@ class BrokerAccountSettings(BaseSettings):
     mqtt_ingest_password: SecretStr = Field(
         description="the ingest's broker password (required, never logged)"
     )
-    mqtt_share_group: str = Field("ingest", description="shared subscription group of ingest")
+    mqtt_share_group: str = Field(
+        "", description="the ingest's MQTT_SHARE_GROUP (empty, the default: a plain subscription)"
+    )
     mqtt_simulator_username: str = Field("simulator", description="the simulator's broker username")
     mqtt_simulator_password: SecretStr | None = Field(
         None, description="the simulator's broker password; unset: no simulator account"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -60,10 +61,10 @@ async def client(db_url: str, admin_url: str, aiohttp_client: ClientFactory) -> 
 
 @pytest.fixture
 async def ingest(broker: MosquittoServer, admin_url: str) -> AsyncIterator[TestClient]:
-    """A client of the ingest's account, joined to the shared subscription."""
-    await BrokerAdmin(admin_url).put_service(ingest_account("ingest", INGEST_PASSWORD, "ingest"))
+    """A client of the ingest's account, subscribed as by default: to all telemetry."""
+    await BrokerAdmin(admin_url).put_service(ingest_account("ingest", INGEST_PASSWORD, ""))
     client = TestClient(_url(broker, "ingest", INGEST_PASSWORD)).connect()
-    client.subscribe("$share/ingest/telemetry/#")
+    assert client.subscribe("telemetry/#") < 0x80
     yield client
     client.close()
 
@@ -126,6 +127,30 @@ async def test_a_registered_device_publishes_only_its_own_topics(
     # The refused messages never reach the ingest: only the three accepted ones arrive.
     topics = [m.topic for m in ingest.receive(3)]
     assert topics == ["telemetry/pump-1", "telemetry/pump-1/senml", "telemetry/pump-1"]
+
+
+async def test_a_device_reads_its_own_receipts_and_no_one_else_s(
+    client: HttpClient,  # type: ignore[type-arg]
+    broker: MosquittoServer,
+    ingest: TestClient,
+) -> None:
+    mine = TestClient(_url(broker, "rcv-1", await _register(client, "rcv-1"))).connect()
+    other = TestClient(_url(broker, "rcv-2", await _register(client, "rcv-2"))).connect()
+    try:
+        assert mine.subscribe("receipts/rcv-1/#") < 0x80
+        assert mine.subscribe("platform/receipts") < 0x80
+        for stolen in ("receipts/rcv-2/#", "receipts/#", "receipts/+/agent", "#"):
+            assert mine.subscribe(stolen) == NOT_AUTHORIZED, stolen
+        assert other.subscribe("receipts/rcv-2/#") < 0x80
+        assert _publish(mine, "receipts/rcv-1/agent") == NOT_AUTHORIZED  # only the ingest sends
+        assert _publish(ingest, "receipts/rcv-2/agent") < 0x80
+        assert _publish(ingest, "receipts/rcv-1/agent") < 0x80
+        assert [m.topic for m in mine.receive(1)] == ["receipts/rcv-1/agent"]
+        assert [m.topic for m in other.receive(1)] == ["receipts/rcv-2/agent"]
+        assert mine.messages.empty()
+    finally:
+        mine.close()
+        other.close()
 
 
 async def test_unknown_devices_and_wrong_passwords_cannot_connect(
@@ -221,11 +246,45 @@ def test_broker_setup_makes_the_service_accounts(
     ingest = TestClient(_url(broker, "ingest-2", "i-pw")).connect()
     simulator = TestClient(_url(broker, "sim-2", "s-pw")).connect()
     try:
-        ingest.subscribe("$share/ingest/telemetry/#")
+        assert ingest.subscribe("telemetry/#") < 0x80
+        assert ingest.subscribe("$share/ingest/telemetry/#") >= 0x80  # no share group set
         assert _publish(ingest, "telemetry/any") == NOT_AUTHORIZED
         assert _publish(simulator, "status/any") == NOT_AUTHORIZED
         assert _publish(simulator, "telemetry/any") < 0x80
         assert [m.topic for m in ingest.receive(1)] == ["telemetry/any"]
+        # Receipts: the ingest sends them and announces them; the simulator reads them all.
+        assert simulator.subscribe("receipts/#") < 0x80
+        assert _publish(ingest, "receipts/any/sim-2") < 0x80
+        assert _publish(ingest, "platform/receipts") < 0x80
+        assert [m.topic for m in simulator.receive(1)] == ["receipts/any/sim-2"]
     finally:
         ingest.close()
         simulator.close()
+
+
+async def test_broker_setup_gives_devices_registered_earlier_the_receipts_acls(
+    client: HttpClient,  # type: ignore[type-arg]
+    broker: MosquittoServer,
+    admin_url: str,
+    db_url: str,
+) -> None:
+    token = await _register(client, "old-1")
+    # As a device registered by an earlier version: no receipts in its role.
+    await BrokerAdmin(admin_url).run(
+        [
+            {"command": "removeRoleACL", "rolename": "device:old-1", "acltype": t, "topic": topic}
+            for topic in ("receipts/old-1/#", "platform/receipts")
+            for t in ("subscribePattern", "publishClientReceive")
+        ]
+    )
+    device = TestClient(_url(broker, "old-1", token)).connect()
+    try:
+        assert device.subscribe("receipts/old-1/#") == NOT_AUTHORIZED
+        args = ["broker-setup", "--api-broker-admin-url", admin_url, "--devices"]
+        args += ["--mqtt-ingest-password", "i-pw", "--database-url", db_url]
+        assert await asyncio.to_thread(main, args) == 0
+        assert await asyncio.to_thread(main, args) == 0  # again: nothing twice
+        assert device.subscribe("receipts/old-1/#") < 0x80
+        assert device.subscribe("platform/receipts") < 0x80
+    finally:
+        device.close()

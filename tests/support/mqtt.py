@@ -27,6 +27,7 @@ class TestClient:
         *,
         clean_start: bool = True,
         session_expiry_s: int = 0,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
     ) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
@@ -34,8 +35,9 @@ class TestClient:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"test-{uuid.uuid4().hex[:12]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=protocol,
         )
+        self.mqtt5 = protocol == MQTTProtocolVersion.MQTTv5
         if parts.username:
             self.client.username_pw_set(parts.username, parts.password)
         self.clean_start = clean_start
@@ -59,9 +61,14 @@ class TestClient:
 
     def connect(self, timeout_s: float = 10) -> Self:
         """Connect and start the network thread; raise if the broker refuses."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.session_expiry_s
-        self.client.connect(self.host, self.port, clean_start=self.clean_start, properties=props)
+        if self.mqtt5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.session_expiry_s
+            self.client.connect(
+                self.host, self.port, clean_start=self.clean_start, properties=props
+            )
+        else:
+            self.client.connect(self.host, self.port)
         self.client.loop_start()
         if not self.connected.wait(timeout_s):
             raise TimeoutError("no CONNACK")
@@ -69,17 +76,41 @@ class TestClient:
             raise ConnectionRefusedError(str(self.connect_reason))
         return self
 
-    def subscribe(self, topic: str, qos: int = 1) -> None:
-        """Subscribe and wait for the SUBACK."""
+    def subscribe(self, topic: str, qos: int = 1) -> int:
+        """Subscribe, wait for the SUBACK and return its reason code (from 0x80: refused)."""
         done = threading.Event()
-        self.client.on_subscribe = lambda *_a: done.set()
+        granted: list[ReasonCode] = []
+
+        def on_subscribe(
+            _c: object, _u: object, _m: int, reasons: list[ReasonCode], _p: object
+        ) -> None:
+            granted.extend(reasons)
+            done.set()
+
+        self.client.on_subscribe = on_subscribe
         self.client.subscribe(topic, qos)
         if not done.wait(10):
             raise TimeoutError("no SUBACK")
+        return granted[0].value
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
-        """Publish one message; the returned info can be waited on."""
-        return self.client.publish(topic, payload, qos)
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        *,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        retain: bool = False,
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish one message (asking for a receipt on ``response_topic``); wait on the info."""
+        props = None
+        if response_topic is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = response_topic
+            if correlation is not None:
+                props.CorrelationData = correlation
+        return self.client.publish(topic, payload, qos, retain, properties=props)
 
     def receive(self, count: int, timeout_s: float = 10) -> list[mqtt.MQTTMessage]:
         """Wait for ``count`` messages, raising TimeoutError with how many came."""
