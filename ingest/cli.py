@@ -10,6 +10,7 @@ import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes sharing the load (default: one per core)",
     )
     cmd.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    cmd.add_argument("--handoff-socket", type=Path, default=None, help=argparse.SUPPRESS)
     add_settings_arguments(
         cmd,
         DatabaseSettings,
@@ -102,14 +104,14 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         intake=settings_from_args(IntakeSettings, args),
         serve=settings_from_args(ServeSettings, args),
         worker_index=args.worker_index or 0,
+        handoff_socket=args.handoff_socket,
     )
-    if config.mqtt_enabled:
+    if config.mqtt_role != "off":
         parse_mqtt_url(config.mqtt.mqtt_url)  # fail here, with one line, not in a worker
         if config.mqtt.mqtt_protocol == "3.1.1" and config.mqtt.mqtt_share_group:
             raise ConfigError(
                 "MQTT_PROTOCOL=3.1.1 has no shared subscriptions: set MQTT_SHARE_GROUP empty"
-                f" (now {config.mqtt.mqtt_share_group!r}; one consumer, in worker 0)"
-                " or use MQTT_PROTOCOL=5"
+                f" (now {config.mqtt.mqtt_share_group!r}) or use MQTT_PROTOCOL=5"
             )
     if bool(config.http.http_tls_cert) != bool(config.http.http_tls_key):
         raise ConfigError("HTTP_TLS_CERT and HTTP_TLS_KEY go together")

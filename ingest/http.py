@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aiohttp import web
 
@@ -23,14 +24,21 @@ from core.ratelimit import TokenBuckets
 from core.registry import DeviceRef
 from ingest.devices import Lender
 from ingest.errors import OverloadedError, StorageDataError, StorageError, StorageUnavailableError
-from ingest.intake import Intake, accept
+from ingest.intake import Intake, accept, answer
 from ingest.metrics import METRICS, render
-from ingest.mqtt import MqttConsumer
 from ingest.pipeline import Submission
 from ingest.settings import HttpSettings
 from ingest.wire import Format, Reason
 
-__all__ = ["CONSUMER", "HTTP", "HttpIntake", "Problem", "problem_middleware", "routes"]
+__all__ = [
+    "HTTP",
+    "MQTT_READINESS",
+    "HttpIntake",
+    "Problem",
+    "Readiness",
+    "problem_middleware",
+    "routes",
+]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,8 +65,18 @@ class HttpIntake:
 
 
 HTTP = web.AppKey("http_intake", HttpIntake)
-#: The worker's MQTT consumer, where MQTT is on (for the readiness check).
-CONSUMER = web.AppKey("mqtt_consumer", MqttConsumer)
+
+
+class Readiness(Protocol):
+    """Says where the worker's MQTT intake stands: "ok" when it takes messages."""
+
+    def __call__(self) -> str:
+        """Return "ok", or the state that keeps it from taking messages."""
+        ...
+
+
+#: Where MQTT is on, the worker's MQTT readiness (for ``/readyz``).
+MQTT_READINESS = web.AppKey("mqtt_readiness", Readiness)
 
 
 class Problem(Exception):  # noqa: N818  (an HTTP answer, not a failure of ours)
@@ -159,16 +177,7 @@ async def post_telemetry(request: web.Request) -> web.Response:
     except StorageDataError as exc:
         log.exception("device %s: batch rejected by the database", device.device_id)
         raise Problem(500, "storage_error", "the database rejected the batch") from exc
-    return web.json_response(
-        {
-            "accepted": outcome.accepted,
-            "duplicates": outcome.duplicates,
-            "rejected": [
-                {"index": r.index, "reason": r.reason.value, "detail": r.detail}
-                for r in verdict.rejects
-            ],
-        }
-    )
+    return web.json_response(answer(outcome.accepted, outcome.duplicates, verdict.rejects))
 
 
 async def _commit_quietly(intake: Intake, sub: Submission) -> None:
@@ -196,9 +205,9 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = "ok"
     except (StorageError, TimeoutError) as exc:
         checks["database"] = f"unavailable: {one_line(exc)}"
-    consumer = request.app.get(CONSUMER)
-    if consumer is not None:
-        checks["mqtt"] = consumer.readiness()
+    mqtt = request.app.get(MQTT_READINESS)
+    if mqtt is not None:
+        checks["mqtt"] = mqtt()
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 

@@ -26,7 +26,7 @@ from ingest.pipeline import Pipeline, Submission
 from ingest.records import DeadLetter, Source
 from ingest.wire import Format, Limits, Reason, Reject, parse_payload
 
-__all__ = ["Intake", "IntakeRules", "Verdict", "accept", "refuse"]
+__all__ = ["Intake", "IntakeRules", "Verdict", "accept", "answer", "refuse"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,17 @@ def refuse(
     sub.dead_letters += _dead_letters(
         [Reject(-1, reason, detail)], body, source, device_id, sub.received_at
     )
+
+
+def answer(accepted: int, duplicates: int, rejects: Sequence[Reject]) -> dict[str, object]:
+    """Build what a device is told once its message has committed (HTTP 200, MQTT receipt)."""
+    return {
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": [
+            {"index": r.index, "reason": r.reason.value, "detail": r.detail} for r in rejects
+        ],
+    }
 
 
 def _item_payloads(body: bytes, indexes: Sequence[int]) -> dict[int, bytes]:

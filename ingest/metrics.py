@@ -40,6 +40,8 @@ class Metrics:
     mqtt_acks: Counter
     mqtt_stale_acks: Counter
     mqtt_connects: Counter
+    receipts_sent: Counter
+    receipts_refused: Counter
     db_retries: Counter
     batches_deduplicated: Counter
     latest_rows: Counter
@@ -76,6 +78,11 @@ METRICS = Metrics(
         " redelivers it)",
     ),
     mqtt_connects=Counter("ingest_mqtt_connects", "Connections made to the MQTT broker"),
+    receipts_sent=Counter("ingest_receipts_sent", "Commit receipts published (MQTT 5)"),
+    receipts_refused=Counter(
+        "ingest_receipts_refused",
+        "Receipts not sent: the response topic was not under receipts/{the device's id}",
+    ),
     db_retries=Counter("ingest_db_retries", "Database writes retried after a transient failure"),
     batches_deduplicated=Counter(
         "ingest_batches_deduplicated",

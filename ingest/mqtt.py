@@ -40,7 +40,7 @@ from core.paho_asyncio import PahoLoopBridge
 from ingest.metrics import METRICS
 from ingest.settings import MqttSettings
 
-__all__ = ["Delivery", "MqttConsumer"]
+__all__ = ["ANNOUNCE_TOPIC", "Delivery", "MqttConsumer", "publish_receipt"]
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,37 @@ _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 5.0
 _MAX_GROUP = 256  # messages handed out at once
 _READ_BURST = 64  # packets read per wake-up of the socket
+_RECEIPTS_IN_FLIGHT = 1000
+#: Retained b"1": this platform sends commit receipts (ingest.receipts).
+ANNOUNCE_TOPIC = "platform/receipts"
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One received message and what acknowledging it needs."""
+    """One received message, what acknowledging it needs, and where its receipt goes.
+
+    ``response_topic`` and ``correlation`` are the MQTT 5 properties a device sets to ask
+    for a commit receipt (:mod:`ingest.receipts`); None otherwise.
+    """
 
     topic: str
     payload: bytes
     mid: int
     qos: int
     generation: int
+    response_topic: str | None = None
+    correlation: bytes | None = None
+
+
+def publish_receipt(
+    client: mqtt.Client, topic: str, correlation: bytes | None, body: bytes
+) -> None:
+    """Publish a receipt at QoS 1 with its correlation data (MQTT 5)."""
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if correlation is not None:
+        props.CorrelationData = correlation
+    client.publish(topic, body, qos=1, properties=props)
+    METRICS.receipts_sent.inc()
 
 
 class _BurstBridge(PahoLoopBridge):
@@ -100,6 +120,8 @@ class MqttConsumer(AsyncResource):
             ca_file=settings.mqtt_ca_file,
         )
         client.manual_ack_set(on=True)
+        # Receipts are QoS 1 publishes of our own: let many be in flight.
+        client.max_inflight_messages_set(_RECEIPTS_IN_FLIGHT)
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         self._link = MqttLink(
@@ -185,6 +207,12 @@ class MqttConsumer(AsyncResource):
         if acked:
             METRICS.mqtt_acks.inc(acked)
 
+    def send_receipt(self, topic: str, correlation: bytes | None, body: bytes) -> None:
+        """Publish a commit receipt at QoS 1; skipped while disconnected (the device resends)."""
+        if not self.connected:
+            return
+        publish_receipt(self._link.client, topic, correlation, body)
+
     def _connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
@@ -202,6 +230,9 @@ class MqttConsumer(AsyncResource):
         topic = f"$share/{group}/telemetry/#" if group else "telemetry/#"
         self._subscribed = False
         _, self._subscribe_mid = client.subscribe(topic, qos=1)
+        if self.settings.mqtt_protocol == "5":
+            # Devices wait for commit receipts only where the platform says it sends them.
+            client.publish(ANNOUNCE_TOPIC, b"1", qos=1, retain=True)
         log.info(
             "connected to MQTT broker %s as %s (session %s), subscribed to %s",
             self.address,
@@ -235,8 +266,18 @@ class MqttConsumer(AsyncResource):
         bridge = self._link.bridge
         assert isinstance(bridge, _BurstBridge)
         bridge.messages += 1
+        props = msg.properties
+        response = getattr(props, "ResponseTopic", None) if props is not None else None
         self._inbox.append(
-            Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._link.generation)
+            Delivery(
+                msg.topic,
+                bytes(msg.payload),
+                msg.mid,
+                msg.qos,
+                self._link.generation,
+                response,
+                None if response is None else getattr(props, "CorrelationData", None),
+            )
         )
         self._arrived.set()
         if len(self._inbox) >= self._inbox_max:

@@ -3,7 +3,8 @@
 One message goes :meth:`MqttConsumer.receive <ingest.mqtt.MqttConsumer.receive>` →
 :meth:`MqttIntake.handle` (topic, size, device) → :func:`ingest.intake.accept` →
 :meth:`Pipeline.submit <ingest.pipeline.Pipeline.submit>`
-→ commit → the ``ack`` callable given at construction. The messages that arrived together
+→ commit → the ``ack`` callable given at construction, then the receipts that were asked
+for (:mod:`ingest.receipts`). The messages that arrived together
 become one submission, which spares a future, a queue entry and a callback per message.
 A group that could not be stored stays unacknowledged and is tried again here a second
 later (the broker would only redeliver it after a reconnect).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.errors import one_line
@@ -24,6 +26,7 @@ from ingest.intake import Intake, accept, refuse
 from ingest.metrics import METRICS
 from ingest.mqtt import Delivery
 from ingest.pipeline import Outcome, Submission
+from ingest.receipts import ReceiptSender, receipt_body, receipt_topic
 from ingest.wire import Reason, Reject, parse_topic
 
 __all__ = ["Ack", "MqttIntake", "Receive"]
@@ -39,15 +42,36 @@ _RECEIVED = METRICS.received.labels("mqtt")
 _RETRY_S = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Receipt:
+    """Where one message's receipt goes, and which of the submission's sets are its own."""
+
+    topic: str
+    correlation: bytes | None
+    start: int
+    end: int
+    rejects: list[Reject]
+
+
 class MqttIntake(AsyncResource):
-    """Takes groups of deliveries from ``receive`` and passes committed ones to ``ack``."""
+    """Takes groups of deliveries from ``receive`` and passes committed ones to ``ack``.
+
+    Messages that asked for a commit receipt get it through ``receipts`` after the ack.
+    """
 
     def __init__(
-        self, intake: Intake, *, receive: Receive, ack: Ack, max_payload_bytes: int
+        self,
+        intake: Intake,
+        *,
+        receive: Receive,
+        ack: Ack,
+        receipts: ReceiptSender,
+        max_payload_bytes: int,
     ) -> None:
         self._intake = intake
         self._receive = receive
         self._ack = ack
+        self._receipts = receipts
         self._max_payload_bytes = max_payload_bytes
         self._loop_task: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
@@ -77,41 +101,67 @@ class MqttIntake(AsyncResource):
     async def handle(self, deliveries: list[Delivery]) -> None:
         """Queue the messages as one submission; acknowledge them, or retry, once it commits."""
         sub = Submission(datetime.now(UTC))
+        receipts: list[_Receipt] = []
         try:
             for delivery in deliveries:
-                await self._add(sub, delivery)
+                receipt = await self._add(sub, delivery)
+                if receipt is not None:
+                    receipts.append(receipt)
             await self._intake.pipeline.submit(sub)
         except IngestError as exc:
             self._retry_later(deliveries, exc)
             return
-        sub.future.add_done_callback(lambda fut: self._committed(fut, deliveries))
+        sub.future.add_done_callback(lambda fut: self._committed(fut, sub, deliveries, receipts))
 
-    async def _add(self, sub: Submission, delivery: Delivery) -> None:
+    async def _add(self, sub: Submission, delivery: Delivery) -> _Receipt | None:
+        """Add one message to ``sub``; return what its receipt needs, if it asked for one."""
         intake, body = self._intake, delivery.payload
         topic = parse_topic(delivery.topic)
         if isinstance(topic, Reject):
             refuse(sub, topic.reason, topic.detail, body, source="mqtt", device_id=None)
-            return
+            return None  # no device, so no receipts topic it may read
         device_id, fmt = topic
+        start = len(sub.sets)
         if len(body) > self._max_payload_bytes:
             detail = f"payload of {len(body)} bytes over {self._max_payload_bytes}"
             refuse(sub, Reason.TOO_LARGE, detail, body, source="mqtt", device_id=device_id)
-            return
-        device = intake.devices.cached_id(device_id)
-        if isinstance(device, Miss):
-            device = await intake.devices.by_id(device_id)
-        if device is None:
-            detail = f"device {device_id} is not registered (register it through the API)"
-            refuse(sub, Reason.UNKNOWN_DEVICE, detail, body, source="mqtt", device_id=device_id)
-            return
-        accept(sub, body, fmt, device, source="mqtt", rules=intake.rules)
-
-    def _committed(self, fut: asyncio.Future[Outcome], deliveries: list[Delivery]) -> None:
-        exc = fut.exception()
-        if exc is None:
-            self._ack(deliveries)
+            rejects = [Reject(-1, Reason.TOO_LARGE, detail)]
         else:
+            device = intake.devices.cached_id(device_id)
+            if isinstance(device, Miss):
+                device = await intake.devices.by_id(device_id)
+            if device is None:
+                detail = f"device {device_id} is not registered (register it through the API)"
+                refuse(sub, Reason.UNKNOWN_DEVICE, detail, body, source="mqtt", device_id=device_id)
+                rejects = [Reject(-1, Reason.UNKNOWN_DEVICE, detail)]
+            else:
+                verdict = accept(sub, body, fmt, device, source="mqtt", rules=intake.rules)
+                rejects = verdict.rejects if verdict.whole is None else [verdict.whole]
+        if delivery.response_topic is None:
+            return None
+        receipt_to = receipt_topic(device_id, delivery.response_topic)
+        if receipt_to is None:
+            return None
+        return _Receipt(receipt_to, delivery.correlation, start, len(sub.sets), rejects)
+
+    def _committed(
+        self,
+        fut: asyncio.Future[Outcome],
+        sub: Submission,
+        deliveries: list[Delivery],
+        receipts: list[_Receipt],
+    ) -> None:
+        exc = fut.exception()
+        if exc is not None:
             self._retry_later(deliveries, exc)
+            return
+        self._ack(deliveries)
+        if receipts:
+            outcome = fut.result()
+            for receipt in receipts:
+                new, duplicates = outcome.counts(sub.sets, receipt.start, receipt.end)
+                body = receipt_body(new, duplicates, receipt.rejects)
+                self._receipts.send_receipt(receipt.topic, receipt.correlation, body)
 
     def _retry_later(self, deliveries: list[Delivery], exc: BaseException) -> None:
         if self.state is not ResourceState.OPEN:

@@ -56,10 +56,21 @@ class PipelineSettings:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to the readings of one submission, after commit."""
+    """What happened to the readings of one submission, after commit.
+
+    ``per_set`` gives the new rows of each of its reading-sets, in order, when the batch
+    held duplicates; None when every row was new.
+    """
 
     accepted: int
     duplicates: int
+    per_set: Sequence[int] | None = None
+
+    def counts(self, sets: Sequence[ReadingSet], start: int, end: int) -> tuple[int, int]:
+        """Return the new and the duplicate rows of ``sets[start:end]`` (one message's)."""
+        rows = sum(len(values) for _, _, values in sets[start:end])
+        new = rows if self.per_set is None else sum(self.per_set[start:end])
+        return new, rows - new
 
 
 @dataclass(eq=False, slots=True)
@@ -244,12 +255,13 @@ class Pipeline(AsyncResource):
         per_set, index = result.accepted_per_set, 0
         for sub in subs:
             total = sum(len(v) for _, _, v in sub.sets)
-            accepted = total if per_set is None else sum(per_set[index : index + len(sub.sets)])
+            own = None if per_set is None else per_set[index : index + len(sub.sets)]
+            accepted = total if own is None else sum(own)
             index += len(sub.sets)
             if sub.newest_ts is not None:
                 METRICS.commit_lag.observe(max(0.0, committed - sub.newest_ts.timestamp()))
             if not sub.future.done():
-                sub.future.set_result(Outcome(accepted, total - accepted))
+                sub.future.set_result(Outcome(accepted, total - accepted, own))
         METRICS.accepted.inc(result.accepted)
         METRICS.duplicates.inc(result.duplicates)
 

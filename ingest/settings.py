@@ -87,13 +87,15 @@ class MqttSettings(BaseSettings):
         description="broker URL, mqtt://user:pass@host:port or mqtts:// for TLS; 'none' disables",
     )
     mqtt_share_group: str = Field(
-        "ingest",
-        description="shared subscription group; empty: a plain subscription (one consumer)",
+        "",
+        description="empty: one plain subscription per host, which survives a broker restart,"
+        " its messages shared out among the workers; a name: every worker of every host"
+        " joins that shared subscription (scales across hosts; see docs/reliability.md)",
     )
     mqtt_protocol: MqttProtocol = Field(
         "5",
-        description="MQTT version, 5 or 3.1.1 (brokers without MQTT 5, such as amqtt;"
-        " no shared subscription: needs an empty MQTT_SHARE_GROUP)",
+        description="MQTT version, 5 or 3.1.1 (brokers without MQTT 5, such as amqtt: no"
+        " shared subscription and no receipts)",
     )
     mqtt_client_id: str = Field(
         "", description="client id prefix (default ingest-<hostname>); worker index appended"

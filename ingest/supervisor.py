@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import multiprocess
 
@@ -52,9 +53,12 @@ class Supervisor:
     argv: Sequence[str]
     _procs: list[_Worker] = field(default_factory=list)
     _stopping: bool = False
+    _handoff_dir: str | None = None
 
     def _spawn(self, worker: _Worker) -> None:
         cmd = [sys.executable, "-m", "ingest", *self.argv, "--worker-index", str(worker.index)]
+        if self._handoff_dir is not None:
+            cmd += ["--handoff-socket", str(Path(self._handoff_dir) / "handoff.sock")]
         worker.proc = subprocess.Popen(cmd)  # noqa: S603  (our own interpreter and arguments)
         worker.started = time.monotonic()
         log.info("worker %d started (pid %d)", worker.index, worker.proc.pid)
@@ -72,6 +76,9 @@ class Supervisor:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        if self.workers > 1:
+            # Where worker 0 hands MQTT messages to the others (ingest.handoff); private.
+            self._handoff_dir = tempfile.mkdtemp(prefix="ingest-handoff-")
         try:
             self._procs = [_Worker(i) for i in range(self.workers)]
             for worker in self._procs:
@@ -81,8 +88,9 @@ class Supervisor:
                 time.sleep(0.2)
             return self._shutdown()
         finally:
-            if own_dir:
-                shutil.rmtree(own_dir, ignore_errors=True)
+            for directory in (own_dir, self._handoff_dir):
+                if directory:
+                    shutil.rmtree(directory, ignore_errors=True)
 
     def _check(self) -> None:
         now = time.monotonic()

@@ -3,7 +3,10 @@
 Resources come up in ``cleanup_ctx`` order and go down in reverse::
 
     storage   BatchWriter → Pipeline → Intake (shared by both protocols) → HTTP handlers
-    mqtt      MqttConsumer → MqttIntake (receive from the consumer, ack to the consumer)
+    mqtt      by the worker's MQTT role (WorkerConfig.mqtt_role):
+              receiver  MqttConsumer → Dispatcher → MqttIntake of what it keeps
+              helper    HandoffClient + ReceiptPublisher → MqttIntake
+              shared    MqttConsumer → MqttIntake (a member of a shared subscription)
     jobs      StorageJobs (worker 0)
 
 On the way down MQTT intake stops taking messages first, the pipeline drains so that the
@@ -13,12 +16,15 @@ database pool close last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Literal
 
 import psycopg
 from aiohttp import web
@@ -35,13 +41,15 @@ from core.errors import ConfigError, one_line
 from core.ratelimit import TokenBuckets
 from core.settings import DatabaseSettings
 from ingest.devices import DeviceDirectory
-from ingest.http import CONSUMER, HTTP, HttpIntake, problem_middleware, routes
+from ingest.handoff import Dispatcher, HandoffClient
+from ingest.http import HTTP, MQTT_READINESS, HttpIntake, problem_middleware, routes
 from ingest.intake import Intake, IntakeRules
 from ingest.jobs import StorageJobs
 from ingest.migrate import MIGRATIONS, ResolvedMode, schema_state
 from ingest.mqtt import MqttConsumer
 from ingest.mqtt_intake import MqttIntake
 from ingest.pipeline import Pipeline, PipelineSettings
+from ingest.receipts import NoReceipts, ReceiptPublisher, ReceiptSender
 from ingest.settings import (
     HttpSettings,
     IntakeSettings,
@@ -52,7 +60,10 @@ from ingest.settings import (
 from ingest.wire import Limits
 from ingest.writer import BatchWriter
 
-__all__ = ["WorkerConfig", "create_app", "run_worker"]
+__all__ = ["MqttRole", "WorkerConfig", "create_app", "run_worker"]
+
+#: How a worker takes part in MQTT intake (see :attr:`WorkerConfig.mqtt_role`).
+MqttRole = Literal["off", "receiver", "helper", "shared"]
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +82,22 @@ class WorkerConfig:
     intake: IntakeSettings
     serve: ServeSettings
     worker_index: int = 0
+    handoff_socket: Path | None = None
 
     @property
-    def mqtt_enabled(self) -> bool:
-        """Whether this worker consumes MQTT.
+    def mqtt_role(self) -> MqttRole:
+        """How this worker takes part in MQTT intake.
 
-        ``MQTT_URL=none`` turns it off. With a plain subscription (``MQTT_SHARE_GROUP=""``)
-        every subscriber gets every message, so only worker 0 consumes and the others serve
-        HTTP.
+        ``MQTT_URL=none``: off. With a plain subscription (``MQTT_SHARE_GROUP=""``, the
+        default) every subscriber gets every message, so worker 0 holds it (``receiver``)
+        and hands messages to the other workers (``helper``) over ``handoff_socket``
+        (:mod:`ingest.handoff`). With a share group, every worker is a member (``shared``).
         """
-        configured = self.mqtt.mqtt_url.strip().lower() not in ("", "none", "off")
-        return configured and (bool(self.mqtt.mqtt_share_group) or self.worker_index == 0)
+        if self.mqtt.mqtt_url.strip().lower() in ("", "none", "off"):
+            return "off"
+        if self.mqtt.mqtt_share_group:
+            return "shared"
+        return "receiver" if self.worker_index == 0 else "helper"
 
     @property
     def client_id(self) -> str:
@@ -171,21 +187,40 @@ def create_app(config: WorkerConfig) -> web.Application:
             yield
 
     async def mqtt(app: web.Application) -> AsyncIterator[None]:
-        if not config.mqtt_enabled:
+        role = config.mqtt_role
+        if role == "off":
             yield
             return
         intake = app[HTTP].intake
-        consumer = MqttConsumer(config.mqtt, config.client_id)
-        app[CONSUMER] = consumer
-        async with consumer:
+        max_payload = config.mqtt.mqtt_max_payload_bytes
+        async with contextlib.AsyncExitStack() as stack:
+            if role == "helper":
+                assert config.handoff_socket is not None, "helpers exist under a supervisor"
+                handoff = await stack.enter_async_context(HandoffClient(config.handoff_socket))
+                app[MQTT_READINESS] = lambda: "ok" if handoff.connected else "joining worker 0"
+                receive, ack = handoff.receive, handoff.ack
+                receipts: ReceiptSender = NoReceipts()
+                if config.mqtt.mqtt_protocol == "5":
+                    publisher = ReceiptPublisher(config.mqtt, f"{config.client_id}-receipts")
+                    receipts = await stack.enter_async_context(publisher)
+            else:
+                consumer = MqttConsumer(config.mqtt, config.client_id)
+                await stack.enter_async_context(consumer)
+                app[MQTT_READINESS] = consumer.readiness
+                receive, ack, receipts = consumer.receive, consumer.ack, consumer
+                if role == "receiver":
+                    dispatcher = Dispatcher(
+                        consumer.receive,
+                        consumer.ack,
+                        config.handoff_socket,
+                        window=config.mqtt.mqtt_receive_window,
+                    )
+                    receive = (await stack.enter_async_context(dispatcher)).local_receive
             async with MqttIntake(
-                intake,
-                receive=consumer.receive,
-                ack=consumer.ack,
-                max_payload_bytes=config.mqtt.mqtt_max_payload_bytes,
+                intake, receive=receive, ack=ack, receipts=receipts, max_payload_bytes=max_payload
             ):
                 yield
-            # Acknowledge what is committed before the connection closes.
+            # Acknowledge what is committed before the connections close.
             await intake.pipeline.drain()
 
     async def jobs(app: web.Application) -> AsyncIterator[None]:

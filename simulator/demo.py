@@ -275,8 +275,6 @@ class _Demo:
             "INGEST_HTTP_HOST": "127.0.0.1",
             "INGEST_HTTP_PORT": str(config.ingest_port),
         }
-        if self.mqtt_protocol == "3.1.1":  # no shared subscription: worker 0 consumes alone
-            ingest_env["MQTT_SHARE_GROUP"] = ""
         ingest_args = ["ingest", "serve", "--workers", str(config.workers)]
         for name, args, child_env, url in (
             ("api", ["api", "serve"], api_env, self.api_url),

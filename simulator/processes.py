@@ -56,6 +56,12 @@ class Child:
             return []
         return [int(pid) for pid in pids if _alive(int(pid))]
 
+    def kill(self) -> int:
+        """SIGKILL the whole group at once (a crash, for fault tests); return the status."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.wait()
+
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM, wait up to ``timeout_s`` for a graceful exit, else kill the group."""
         if self.proc.poll() is None:

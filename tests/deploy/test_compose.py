@@ -83,9 +83,13 @@ def test_healthchecks_and_start_order(compose: dict[str, Any]) -> None:
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
-def test_two_ingest_replicas_and_a_simulator_profile(compose: dict[str, Any]) -> None:
+def test_one_ingest_container_of_two_workers_and_a_simulator_profile(
+    compose: dict[str, Any],
+) -> None:
+    """One plain subscription per host (the default): one container, its workers share it."""
     services = compose["services"]
-    assert services["ingest"]["deploy"]["replicas"] == 2
+    assert "deploy" not in services["ingest"]
+    assert services["ingest"]["command"][-2:] == ["--workers", "2"]
     assert services["simulator"]["profiles"] == ["simulator"]
     assert all("profiles" not in s for n, s in services.items() if n != "simulator")
 

@@ -18,11 +18,15 @@ def ingest_factory(
     started: list[ServiceProcess] = []
 
     def start(
-        *, workers: int = 1, database_url: str | None = None, **settings: str
+        *,
+        workers: int = 1,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        **settings: str,
     ) -> ServiceProcess:
         proc = ServiceProcess(
             "ingest",
-            ingest_env(database_url or db_url, mqtt_url, **settings),
+            ingest_env(database_url or db_url, broker_url or mqtt_url, **settings),
             tmp_path / f"ingest-{len(started)}.log",
             workers=workers,
         )

@@ -191,5 +191,5 @@ def test_mqtt_3_1_1_with_a_share_group_is_one_line_and_exit_1() -> None:
     assert done.returncode == 1
     assert done.stderr == (
         "error: MQTT_PROTOCOL=3.1.1 has no shared subscriptions: set MQTT_SHARE_GROUP empty"
-        " (now 'ingest'; one consumer, in worker 0) or use MQTT_PROTOCOL=5\n"
+        " (now 'ingest') or use MQTT_PROTOCOL=5\n"
     )

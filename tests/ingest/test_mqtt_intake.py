@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -35,6 +36,7 @@ class Broker:
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[list[Delivery]] = asyncio.Queue()
         self.acked: list[Delivery] = []
+        self.receipts: list[tuple[str, bytes | None, dict[str, Any]]] = []
         self._acked = asyncio.Event()
         self._mid = 0
 
@@ -45,11 +47,17 @@ class Broker:
         self.acked += deliveries
         self._acked.set()
 
-    def deliver(self, *messages: tuple[str, bytes]) -> list[Delivery]:
+    def send_receipt(self, topic: str, correlation: bytes | None, body: bytes) -> None:
+        self.receipts.append((topic, correlation, json.loads(body)))
+
+    def deliver(
+        self, *messages: tuple[str, bytes], respond_to: str | None = None
+    ) -> list[Delivery]:
         group = []
         for topic, payload in messages:
             self._mid += 1
-            group.append(Delivery(topic, payload, self._mid, 1, 1))
+            correlation = None if respond_to is None else str(self._mid).encode()
+            group.append(Delivery(topic, payload, self._mid, 1, 1, respond_to, correlation))
         self.inbox.put_nowait(group)
         return group
 
@@ -96,6 +104,7 @@ async def test_messages_are_acknowledged_only_after_their_commit(
             intake_on(pipe, writer),
             receive=broker.receive,
             ack=broker.ack,
+            receipts=broker,
             max_payload_bytes=MAX_PAYLOAD,
         ),
     ):
@@ -133,6 +142,7 @@ async def test_a_group_not_stored_stays_unacknowledged_and_is_tried_again_once_c
             intake_on(pipe, writer),
             receive=broker.receive,
             ack=broker.ack,
+            receipts=broker,
             max_payload_bytes=MAX_PAYLOAD,
         ),
     ):
@@ -163,3 +173,50 @@ class Failing:
             self.failures -= 1
             raise StorageUnavailableError("database unavailable (test)")
         return await self.writer.write(sets, devices, dead_letters)
+
+
+async def test_receipts_follow_the_commit_and_go_only_to_the_device_s_own_topic(
+    writer: BatchWriter, db_url: str
+) -> None:
+    broker = Broker()
+    pipe = Pipeline(writer, PipelineSettings(flush_interval_s=0.02))
+    intake = intake_on(pipe, writer)
+    refused_before = REGISTRY.get_sample_value("ingest_receipts_refused_total") or 0.0
+    async with (
+        pipe,
+        MqttIntake(
+            intake,
+            receive=broker.receive,
+            ack=broker.ack,
+            receipts=broker,
+            max_payload_bytes=MAX_PAYLOAD,
+        ),
+    ):
+        half_bad = json.dumps(
+            [
+                {"ts": (T0 + timedelta(hours=1)).isoformat(), "values": {"t": 1}},
+                {"values": {"t": "x"}},
+            ]
+        ).encode()
+        broker.deliver(("telemetry/pump-1", body(0)), respond_to="receipts/pump-1/r")
+        await broker.wait_acked(1)
+        broker.deliver(
+            ("telemetry/pump-1", body(0)),  # again: duplicates
+            ("telemetry/pump-1", half_bad),
+            ("telemetry/pump-1", b"{oops"),
+            respond_to="receipts/pump-1/r",
+        )
+        broker.deliver(("telemetry/pump-1", body(9)), respond_to="receipts/pump-2/r")  # not its own
+        broker.deliver(("telemetry/pump-1", body(20)))  # asks for nothing
+        await broker.wait_acked(6)
+    by_correlation = {c: (topic, b) for topic, c, b in broker.receipts}
+    assert set(by_correlation) == {b"1", b"2", b"3", b"4"}
+    assert all(topic == "receipts/pump-1/r" for topic, _ in by_correlation.values())
+    assert by_correlation[b"1"][1] == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert by_correlation[b"2"][1] == {"accepted": 0, "duplicates": 2, "rejected": []}
+    half = by_correlation[b"3"][1]
+    assert (half["accepted"], half["duplicates"]) == (1, 0)
+    assert [(r["index"], r["reason"]) for r in half["rejected"]] == [(1, "schema")]
+    whole = by_correlation[b"4"][1]
+    assert [(r["index"], r["reason"]) for r in whole["rejected"]] == [(-1, "malformed_json")]
+    assert (REGISTRY.get_sample_value("ingest_receipts_refused_total") or 0.0) == refused_before + 1

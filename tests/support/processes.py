@@ -28,15 +28,15 @@ _PORT_VARIABLE = {"ingest": "INGEST_HTTP_PORT", "api": "API_PORT"}
 
 
 def ingest_env(database_url: str, mqtt_url: str, **settings: str) -> dict[str, str]:
-    """An ingest with its own share group and client ids, quick to flush and to give up.
+    """An ingest in the default MQTT configuration with client ids of its own, quick to flush.
 
-    ``settings`` are further settings by field name (``flush_interval_s="0.5"``).
+    ``settings`` are further settings by field name (``flush_interval_s="0.5"``; a
+    ``mqtt_share_group`` makes every worker a member of that shared subscription).
     """
     tag = uuid.uuid4().hex[:8]
     return {
         "DATABASE_URL": database_url,
         "MQTT_URL": mqtt_url,
-        "MQTT_SHARE_GROUP": f"g{tag}",
         "MQTT_CLIENT_ID": f"ingest-{tag}",
         "MQTT_SESSION_EXPIRY_S": "300",
         "FLUSH_INTERVAL_S": "0.02",
