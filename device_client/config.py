@@ -56,6 +56,7 @@ ENV_PREFIX = "TELEMETRY_"
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 METRIC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 FULL_POLICIES = ("drop_oldest", "pause")
+RECEIPT_MODES = ("auto", "on", "off")
 TRANSPORTS = ("mqtt", "http")
 
 _T = TypeVar("_T")
@@ -84,6 +85,8 @@ class MqttConfig:
     keepalive_s: int = 30
     window: int = 16
     status_topic: bool = True
+    receipts: str = "auto"
+    receipt_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ def _parse_mqtt(table: Table, device_id: str, base: Path, *, required: bool) -> 
         keepalive_s=keepalive_s,
         window=window,
         status_topic=table.get("status_topic", boolean, True),
+        receipts=table.get("receipts", choice(*RECEIPT_MODES), "auto"),
+        receipt_timeout_s=table.get("receipt_timeout_s", positive_float, 30.0),
     )
 
 

@@ -159,6 +159,9 @@ class Forwarder:
         result = self.transport.poll(timeout_s)
         for outcome in result.outcomes:
             self._acknowledged(outcome)
+        if isinstance(result.error, BatchRejectedError):  # a receipt refused a whole batch
+            self._shrink_or_drop(result.error)
+            return
         if result.error is not None:
             self._fail(result.error)
             return
@@ -199,8 +202,8 @@ class Forwarder:
     def _shrink_or_drop(self, exc: BatchRejectedError) -> None:
         """Split a refused batch until the culprit stands alone, then drop it (logged)."""
         self.transport.drop()
-        # HTTP sends one batch at a time: once earlier acks are deleted, the refused
-        # batch starts at the oldest row.
+        # Once earlier acks are deleted, what is sent again starts at the oldest row: the
+        # refused batch (HTTP sends one at a time) or one before it (MQTT's window).
         self.spool.flush()
         rows = self.spool.read_after(0, 1)
         if self._batch_limit > 1:

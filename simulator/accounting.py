@@ -48,7 +48,7 @@ class Ledger:
     readings_sent: int = 0
     readings_acked: int = 0
     expected_rejects: Counter[str] = field(default_factory=Counter)
-    http_rejects_answered: int = 0
+    rejects_answered: int = 0
     first_ts_ms: int | None = None
     last_ts_ms: int | None = None
 
@@ -75,12 +75,16 @@ class Ledger:
         if self.last_ts_ms is None or ts_ms > self.last_ts_ms:
             self.last_ts_ms = ts_ms
 
-    def acked(self, device_id: str, message: Message, http_rejects: int | None = None) -> None:
-        """Record the acknowledgement of one copy of ``message``."""
+    def acked(self, device_id: str, message: Message, rejects: int | None = None) -> None:
+        """Record the acknowledgement of one copy of ``message``.
+
+        ``rejects``: the items the platform said it refused (an HTTP answer, an MQTT
+        receipt); None where the acknowledgement says nothing (a PUBACK).
+        """
         self.messages_acked += 1
         self.expected_rejects.update(message.rejects)
-        if http_rejects is not None:
-            self.http_rejects_answered += http_rejects
+        if rejects is not None:
+            self.rejects_answered += rejects
         device = self.devices[device_id]
         for reading in message.stored:
             if reading.ts_ms not in device.acked:

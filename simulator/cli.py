@@ -23,6 +23,7 @@ from simulator import __version__
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
 from simulator.demo import Broker, DemoConfig, clean, run_demo
+from simulator.driver_mqtt import ReceiptMode
 from simulator.errors import ConfigError, SimulatorError
 from simulator.faults import FaultConfig
 from simulator.fleet import Fleet, parse_protocols
@@ -71,6 +72,13 @@ def _add_common(
         default="5",
         help="MQTT version of the devices: 3.1.1 for brokers without MQTT 5, such as amqtt"
         " (%(default)s)",
+    )
+    where.add_argument(
+        "--receipts",
+        choices=get_args(ReceiptMode),
+        default="auto",
+        help="count an MQTT message as acknowledged on its commit receipt: auto (where the"
+        " platform announces receipts), on, or off (on the broker's PUBACK) (%(default)s)",
     )
     fleet = cmd.add_argument_group("fleet")
     fleet.add_argument("--devices", type=int, default=100, help="virtual devices (%(default)s)")
@@ -260,6 +268,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[RunConfig, Endpoints]:
         drain_s=args.drain_s,
         devices_per_connection=args.devices_per_connection,
         mqtt_protocol=args.mqtt_protocol,
+        receipts=args.receipts,
         http_connections=args.http_connections,
         faults=faults,
     )

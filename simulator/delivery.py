@@ -40,8 +40,7 @@ class Courier:
         if device.transport == "mqtt":
             if self.mqtt is None:
                 raise RefusedError("no MQTT driver: give --mqtt-url")
-            await self.mqtt.send(index, device.device_id, message)
-            return None
+            return await self.mqtt.send(index, device.device_id, message)
         if self.http is None or device.token is None:
             raise RefusedError("no HTTP driver or no token")
         return await self.http.send(device.token, message)

@@ -20,7 +20,7 @@ from simulator.api_client import QueryApi
 from simulator.delivery import Courier
 from simulator.device import DeviceSettings, VirtualDevice
 from simulator.driver_http import HttpDriver
-from simulator.driver_mqtt import MqttDriver
+from simulator.driver_mqtt import MqttDriver, ReceiptMode
 from simulator.errors import ConfigError
 from simulator.faults import FaultConfig
 from simulator.fleet import DeviceRecord, Fleet, Protocol
@@ -61,6 +61,7 @@ class RunConfig:
     drain_s: float = 30.0
     devices_per_connection: int = 200
     mqtt_protocol: MqttProtocol = "5"
+    receipts: ReceiptMode = "auto"
     http_connections: int = 64
     faults: FaultConfig = field(default_factory=FaultConfig)
 
@@ -152,7 +153,10 @@ async def run_fleet(
         if mqtt_devices and endpoints.mqtt_url is not None:
             mqtt = await stack.enter_async_context(
                 MqttDriver(
-                    endpoints.mqtt_url, connections=connections, protocol=config.mqtt_protocol
+                    endpoints.mqtt_url,
+                    connections=connections,
+                    protocol=config.mqtt_protocol,
+                    receipts=config.receipts,
                 )
             )
             await mqtt.wait_connected(_MQTT_CONNECT_S)

@@ -8,7 +8,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from device_client import Agent, load_config
 from tests.support.mqtt import TestClient
@@ -26,11 +29,23 @@ def write_config(
     max_readings: int = 10,
     spool: str = "",
     extra: str = "",
+    receipts: str = "off",
+    receipt_timeout_s: float = 30.0,
 ) -> Path:
-    """Write a small TOML config with one synthetic sensor and return its path."""
+    """Write a small TOML config with one synthetic sensor and return its path.
+
+    ``receipts`` is off by default: these tests have no platform, only a collector (see
+    :class:`Platform` for one that answers with commit receipts).
+    """
     lines = [f'device_id = "{device_id}"', f'transport = "{transport}"', "log_interval_s = 5"]
     if mqtt_url:
-        lines += ["[mqtt]", f'url = "{mqtt_url}"', "keepalive_s = 5"]
+        lines += [
+            "[mqtt]",
+            f'url = "{mqtt_url}"',
+            "keepalive_s = 5",
+            f'receipts = "{receipts}"',
+            f"receipt_timeout_s = {receipt_timeout_s}",
+        ]
     if http_url:
         lines += ["[http]", f'url = "{http_url}"', 'token = "secret-token"', "timeout_s = 5"]
     lines += [
@@ -96,13 +111,47 @@ class Collector:
         with self._lock:
             return [int(item["seq"]) for item in self.items]
 
-    def __enter__(self) -> Collector:
+    def __enter__(self) -> Self:
         self.client.connect()
         self.client.subscribe(self.topic, qos=1)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()
+
+
+class Platform(Collector):
+    """A collector that answers like the ingest: a commit receipt for each message asking one.
+
+    ``refuse`` names seqs to refuse as ``schema``; while ``answering`` is clear it keeps
+    silent (as a platform that has not read the message yet).
+    """
+
+    def __init__(self, mqtt_url: str, device_id: str, *, refuse: frozenset[int] = frozenset()):
+        super().__init__(mqtt_url, device_id)
+        self.refuse = refuse
+        self.answering = threading.Event()
+        self.answering.set()
+        self.receipts = 0
+
+    def _on_message(self, client: object, userdata: object, msg: Any) -> None:
+        super()._on_message(client, userdata, msg)
+        response = getattr(msg.properties, "ResponseTopic", None)
+        if response is None or not self.answering.is_set():
+            return
+        doc = json.loads(msg.payload)
+        items = doc if isinstance(doc, list) else [doc]
+        rejected = [
+            {"index": i, "reason": "schema", "detail": "refused by the test"}
+            for i, item in enumerate(items)
+            if int(item["seq"]) in self.refuse
+        ]
+        body = {"accepted": len(items) - len(rejected), "duplicates": 0, "rejected": rejected}
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.CorrelationData = msg.properties.CorrelationData
+        self.client.client.publish(response, json.dumps(body).encode(), 1, properties=props)
+        with self._lock:
+            self.receipts += 1
 
 
 def first_occurrences(seqs: list[int]) -> list[int]:

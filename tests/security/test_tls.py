@@ -57,7 +57,8 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[
 
 def device_transport(directory: Path, section: str, url: str, **tls: Path) -> Transport:
     """The device agent's transport, configured from a TOML file like a real device's."""
-    table = f'[mqtt]\nurl = "{url}"\n' if section == "mqtt" else section
+    # No ingest answers these devices: they count on the broker's PUBACK (no receipts).
+    table = f'[mqtt]\nurl = "{url}"\nreceipts = "off"\n' if section == "mqtt" else section
     tls_lines = "".join(f'{name} = "{path}"\n' for name, path in tls.items())
     config = directory / f"device-{time.monotonic_ns()}.toml"
     config.write_text(
