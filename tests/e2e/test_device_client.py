@@ -28,6 +28,7 @@ import pytest
 from device_client import SpoolStatus, read_status
 from simulator.services import MosquittoServer
 from tests.e2e.helpers import count_readings, new_device, query, wait_for
+from tests.support.mqtt import TestClient
 from tests.support.processes import ServiceProcess
 from tests.support.proxy import TcpProxy
 
@@ -45,7 +46,10 @@ def write_config(
     """An agent config: two synthetic 50 Hz sensors, small batches, quick reconnects."""
     if mqtt_url:
         # Mosquitto here allows anonymous clients: the password is only there to be sent.
-        link = f'transport = "mqtt"\n[mqtt]\nurl = "{mqtt_url}"\npassword = "x"\nkeepalive_s = 5\n'
+        link = (
+            f'transport = "mqtt"\n[mqtt]\nurl = "{mqtt_url}"\npassword = "x"\nkeepalive_s = 5\n'
+            "receipt_timeout_s = 3\n"
+        )
     else:
         link = f'transport = "http"\n[http]\nurl = "{http_url}"\ntoken = "{token}"\ntimeout_s = 5\n'
     sensors = "".join(
@@ -156,9 +160,13 @@ def _caught_up(db_url: str, device_id: str, agent: AgentProcess) -> Callable[[],
 
 
 async def _check_exactly_once(
-    agent: AgentProcess, exit_code: int, db_url: str, device_id: str
+    agent: AgentProcess, exit_code: int, db_url: str, device_id: str, *, resent: bool = False
 ) -> int:
-    """After a clean stop: check every numbered reading-set is stored once. Return N."""
+    """After a clean stop: check every numbered reading-set is stored once. Return N.
+
+    ``resent``: batches the broker lost were sent again later, so the ingest saw gaps in
+    the seqs that were filled afterwards (``seq_gaps`` counts them as seen).
+    """
     assert exit_code == 0, agent.log()[-3000:]
     log = agent.log()
     assert "Traceback" not in log
@@ -182,50 +190,66 @@ async def _check_exactly_once(
         " (SELECT time, count(*) AS n FROM readings GROUP BY time) AS t",
     )
     assert (distinct_times, per_time) == (produced, METRICS_PER_SET)
-    assert _device_seqs(db_url, device_id) == (produced, 0), log[-3000:]
+    last_seq, gaps = _device_seqs(db_url, device_id)
+    assert (last_seq, gaps if not resent else 0) == (produced, 0), log[-3000:]
     return produced
 
 
+@pytest.mark.parametrize("share_group", ["", "ingest"], ids=["default", "shared"])
 async def test_mqtt_broker_restart_every_reading_once(
     db_url: str,
     mosquitto: MosquittoServer | None,
     ingest_factory: Callable[..., ServiceProcess],
     tcp_proxy: Callable[[str, int], TcpProxy],
     tmp_path: Path,
+    share_group: str,
 ) -> None:
-    """Broker restart: the agent's backlog reaches the database once, nothing missing.
+    """Broker restart, the agent back before the ingest: every reading stored once.
 
-    The agent reaches the broker through a proxy that is restored only once the ingest has
-    subscribed again. Mosquitto 2.0 does not restore a shared subscription from its
-    persistence file: what a device publishes after a restart and before the ingest has
-    re-subscribed is acknowledged to the device and routed to nobody. That is a platform
-    issue the agent cannot see (its contract ends at the broker's PUBACK).
+    Both reach the broker through proxies; after the restart the agent's is restored
+    first, and the ingest's only once the broker has the agent's backlog. With the default
+    plain subscription the broker queues it for the ingest. With a shared subscription
+    Mosquitto 2.0 routes it to nobody (and has acknowledged it): the agent, holding its
+    rows until their receipts, sends them again.
     """
     if mosquitto is None:
         pytest.skip("TEST_MQTT_URL names an external broker that this test cannot restart")
     device = "dc-mqtt-1"
     await new_device(db_url, device)
+    ingest_link = tcp_proxy("127.0.0.1", mosquitto.port)
     # The ingest's session outlives the outage, so what the broker holds for it survives.
-    ingest = ingest_factory(mqtt_session_expiry_s="600")
+    ingest = ingest_factory(
+        workers=2,
+        broker_url=f"mqtt://127.0.0.1:{ingest_link.port}",
+        mqtt_session_expiry_s="600",
+        mqtt_share_group=share_group,
+    )
     proxy = tcp_proxy("127.0.0.1", mosquitto.port)
     config = write_config(tmp_path, device, mqtt_url=f"mqtt://127.0.0.1:{proxy.port}")
     agent = AgentProcess(config).start()
     try:
         await _until(lambda: count_readings(db_url) >= 100, "readings before the outage")
         proxy.stop()
+        ingest_link.stop()
         mosquitto.stop()  # with a window of messages in flight, some unacknowledged
         await asyncio.sleep(OUTAGE_S)  # the agent keeps sampling into its spool meanwhile
         assert agent.status().depth_rows > 0
         mosquitto.start()
-        ingest.wait_ready()  # 200 once the broker has granted the subscription again
-        proxy.start()
-        await _until(_caught_up(db_url, device, agent), "the backlog after the restart")
+        with TestClient(mosquitto.url) as watcher:
+            watcher.subscribe(f"telemetry/{device}")
+            proxy.start()
+            watcher.receive(5, timeout_s=30)  # the broker has the agent's backlog
+        ingest_link.start()
+        ingest.wait_ready()
+        await _until(_caught_up(db_url, device, agent), "the backlog after the restart", 60)
         exit_code = agent.stop()
     finally:
         agent.stop()  # a no-op unless the test failed before the clean stop
-    produced = await _check_exactly_once(agent, exit_code, db_url, device)
+    produced = await _check_exactly_once(agent, exit_code, db_url, device, resent=bool(share_group))
     assert produced > (OUTAGE_S / SENSOR_INTERVAL_S)
     assert "connection to" in agent.log()  # the outage was seen, not slept through
+    if share_group:
+        assert "sending it again" in agent.log()  # the broker's loss, made good by receipts
 
 
 async def test_http_cut_and_rate_limit_every_reading_once(
