@@ -98,18 +98,27 @@ class AgentRun:
             await asyncio.sleep(0.2)
         rows, distinct, times = await asyncio.to_thread(self.rows)
         stored = distinct
+        notes = [f"{times} reading-sets stored of {generated} generated"]
+        # A reading-set dropped while it was in flight (sent, its receipt not yet back) may
+        # have been stored all the same: missing is what counts, and dropping must cover it.
+        missing = generated - times
+        if missing < dropped:
+            notes.append(
+                f"{dropped - missing} of the {dropped} reading-sets dropped by the spool's policy"
+                " had been sent before and were stored"
+            )
         return Figures(
             fault=fault,
             sent=generated * METRICS_PER_SET,
             acknowledged=(status.counters["sent_total"]) * METRICS_PER_SET,
             stored=stored,
-            lost=generated * METRICS_PER_SET - stored - dropped * METRICS_PER_SET,
+            lost=max(0, missing - dropped) * METRICS_PER_SET,
             duplicated=rows - distinct,
             rejected=status.counters["rejected_total"],
             rejected_expected=0,
             recovery_s=None,
             dropped_by_policy=dropped * METRICS_PER_SET,
-            notes=[f"{times} reading-sets stored of {generated} generated"],
+            notes=notes,
         )
 
 

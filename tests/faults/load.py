@@ -21,6 +21,7 @@ from pathlib import Path
 
 from simulator import Endpoints, FaultConfig, Fleet, Ledger, Reconciliation, RunConfig, run_fleet
 from simulator.api_client import QueryApi, StoredRow
+from simulator.driver_mqtt import ReceiptMode
 from simulator.profiles import profile_for
 from tests.faults.stack import ADMIN_KEY, Stack
 
@@ -122,7 +123,7 @@ class SteadyLoad:
         self.workdir = workdir
         self._phases = 0
 
-    def _config(self, duration_s: float) -> RunConfig:
+    def _config(self, duration_s: float, receipts: ReceiptMode) -> RunConfig:
         return RunConfig(
             devices=self.settings.devices,
             rate=self.settings.rate,
@@ -131,6 +132,7 @@ class SteadyLoad:
             prefix=f"fault{self._phases}",
             seed=self._phases,
             drain_s=90.0,
+            receipts=receipts,
             faults=FaultConfig(
                 malformed_share=self.settings.malformed_share,
                 duplicate_share=self.settings.duplicate_share,
@@ -145,12 +147,15 @@ class SteadyLoad:
         fault_at_s: float = 4.0,
         accept: Callable[[Ledger, Fleet, list[StoredRow], Counter[str]], bool] | None = None,
         settle_s: float = 90.0,
+        receipts: ReceiptMode = "on",
     ) -> Phase:
         """Run the load for ``duration_s``, apply ``fault`` after ``fault_at_s``, verify.
 
         ``fault`` returns its recovery time. ``accept`` says when the stored rows and dead
         letters are complete (default: nothing acknowledged is missing, every expected
         dead letter is there); the read-back is repeated until then or ``settle_s``.
+        ``receipts`` off: the fleet's MQTT devices count a message as acknowledged on the
+        broker's PUBACK, as a device that asks for no receipt does.
         """
         stack = self.stack
         assert stack.api is not None
@@ -164,7 +169,7 @@ class SteadyLoad:
         endpoints = Endpoints(stack.api.url, ADMIN_KEY, stack.ingest.url, stack.broker.url)
         async with QueryApi(stack.api.url, ADMIN_KEY) as api:
             running = asyncio.create_task(
-                run_fleet(self._config(duration_s), endpoints, fleet, ledger, api=api),
+                run_fleet(self._config(duration_s, receipts), endpoints, fleet, ledger, api=api),
                 name="steady-load",
             )
             try:
