@@ -1,16 +1,27 @@
-"""MQTT intake throughput against two paho subscribers on the same broker.
+"""MQTT intake throughput and CPU against two paho subscribers on the same broker.
 
 Each side drains the same backlog: N QoS 1 messages of 10 readings, published while its
 persistent session is offline, so that publisher CPU does not share the measurement. The
-sides: a paho subscriber that only counts (the ceiling of a Python MQTT client); the
-pattern most hobby ingesters use, a paho subscriber that INSERTs each message's readings
-and commits (auto-ack, so a crash loses what was acknowledged but not committed); and the
-ingest with 1 and 2 workers. The rate is messages per second between the first and the
-last message received (count-only), committed (hobby) or committed (ingest, from its
-/metrics, polled every 100 ms). Prints one JSON line: medians of ``--runs``,
-``ratio_2_workers`` = ingest (2 workers) / count-only and ``ratio_vs_hobby`` = ingest
-(2 workers) / hobby, each the median of the ratios paired within a run. Zero loss is
-checked: the ingest and the hobby subscriber must store exactly N x 10 rows.
+sides, in each run:
+
+- ``count_only``: a paho subscriber that only counts (the ceiling of a Python MQTT client);
+- ``hobby``: the pattern most hobby ingesters use, a paho subscriber that INSERTs each
+  message's readings and commits (auto-ack: a crash loses what was acknowledged but not
+  committed), on a backlog of its own size (``--hobby-messages``);
+- ``ingest_2``: the ingest as deployed by default, 2 workers (worker 0 holds a plain
+  subscription and hands messages to worker 1);
+- ``ingest_2_receipts``: the same, every message asking for a commit receipt;
+- ``ingest_2_shared``: 2 workers in a shared subscription (the default before receipts);
+- ``ingest_1``: one worker.
+
+The rate is messages per second between the first and the last message received
+(count-only), committed (hobby) or committed (ingest, from its /metrics, polled every
+100 ms); the CPU is the subscriber's or the workers' (user + system) per message. Prints
+one JSON line: every run's figures, their medians, and the ratios paired within a run
+(the median and the range): ``ratio_2_workers`` = ingest_2 / count-only,
+``ratio_vs_hobby``, ``ratio_receipts`` = ingest_2_receipts / ingest_2 and
+``ratio_default_vs_shared`` = ingest_2 / ingest_2_shared. Zero loss is checked: every
+ingest side and the hobby subscriber must store exactly N x 10 rows.
 """
 
 from __future__ import annotations
@@ -66,9 +77,17 @@ def _client(url: str, client_id: str, *, clean: bool) -> mqtt.Client:
 
 
 def publish_backlog(
-    url: str, messages: int, start: datetime, topic_prefix: str = "telemetry"
+    url: str,
+    messages: int,
+    start: datetime,
+    topic_prefix: str = "telemetry",
+    *,
+    receipts: bool = False,
 ) -> None:
-    """Publish ``messages`` QoS 1 messages spread over the devices; wait for every PUBACK."""
+    """Publish ``messages`` QoS 1 messages spread over the devices; wait for every PUBACK.
+
+    ``receipts``: each message names a response topic (``receipts/{device}/bench``).
+    """
     client = _client(url, f"pub-{uuid.uuid4().hex[:8]}", clean=True)
     client.loop_start()
     infos = []
@@ -83,9 +102,13 @@ def publish_backlog(
             }
             for k in range(READINGS_PER_MESSAGE)
         ]
-        infos.append(
-            client.publish(f"{topic_prefix}/bench-{device:05d}", json.dumps(body).encode(), qos=1)
-        )
+        props = None
+        if receipts:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = f"receipts/bench-{device:05d}/bench"
+            props.CorrelationData = i.to_bytes(4, "big")
+        topic = f"{topic_prefix}/bench-{device:05d}"
+        infos.append(client.publish(topic, json.dumps(body).encode(), qos=1, properties=props))
     for info in infos:
         info.wait_for_publish(120)
     client.disconnect()
@@ -191,23 +214,31 @@ def hobby(url: str, db_url: str, messages: int, start: datetime) -> float:
 
 
 def ingest_rate(
-    db_url: str, mqtt_url: str, messages: int, *, workers: int, start: datetime, log_dir: Path
-) -> tuple[float, float]:
-    """Messages/s from the broker's backlog to committed rows, and the workers' CPU µs/msg."""
-    settings = {"mqtt_receive_window": "5000", "db_pool_max": "4"}
+    db_url: str,
+    mqtt_url: str,
+    messages: int,
+    *,
+    workers: int,
+    start: datetime,
+    log_dir: Path,
+    receipts: bool = False,
+    share_group: str = "",
+) -> tuple[float, float, list[float]]:
+    """Messages/s from the broker's backlog to committed rows; CPU µs/msg, all and by worker."""
+    settings = {"mqtt_receive_window": "5000", "db_pool_max": "4", "mqtt_share_group": share_group}
     tag = uuid.uuid4().hex[:6]
     env = ingest_env(db_url, mqtt_url, **settings)
     first = ServiceProcess("ingest", env, log_dir / f"ingest-{tag}.log", workers=workers)
     first.start()
     first.stop()  # sessions and subscriptions stay at the broker, offline
     before = count_rows(db_url)
-    publish_backlog(mqtt_url, messages, start)
+    publish_backlog(mqtt_url, messages, start, receipts=receipts)
     target = before + messages * READINGS_PER_MESSAGE
-    # The same share group and client ids: the second one resumes the first one's sessions.
+    # The same client ids: the second one resumes the first one's sessions.
     second = ServiceProcess("ingest", env, log_dir / f"ingest-{tag}-2.log", workers=workers)
     second.start()
-    pids = second.worker_pids()
-    cpu = cpu_seconds(pids)
+    pids = sorted(second.worker_pids(), key=_worker_index)
+    cpu = [cpu_seconds([pid]) for pid in pids]
     try:
         # Progress from the service's own counter: polling count(*) would cost the
         # database more CPU than it leaves to the ingest.
@@ -219,7 +250,7 @@ def ingest_rate(
             if stored >= messages * READINGS_PER_MESSAGE:
                 break
             time.sleep(0.1)
-        cpu = cpu_seconds(pids) - cpu
+        cpu = [cpu_seconds([pid]) - used for pid, used in zip(pids, cpu, strict=True)]
         if count_rows(db_url) != target:
             raise RuntimeError(
                 f"ingest stored {count_rows(db_url) - before} of {target - before} rows"
@@ -228,7 +259,13 @@ def ingest_rate(
         second.stop()
     t0, r0 = next((t, r) for t, r in samples if r > 0)
     t1, r1 = samples[-1]
-    return (r1 - r0) / READINGS_PER_MESSAGE / (t1 - t0), cpu / messages * 1e6
+    per_worker = [used / messages * 1e6 for used in cpu]
+    return (r1 - r0) / READINGS_PER_MESSAGE / (t1 - t0), sum(per_worker), per_worker
+
+
+def _worker_index(pid: int) -> int:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return int(args[args.index(b"--worker-index") + 1])
 
 
 def accepted(base_url: str) -> int:
@@ -239,23 +276,38 @@ def accepted(base_url: str) -> int:
     return int(float(match.group(1))) if match else 0
 
 
+_INGEST_SIDES = {
+    # side: (workers, every message asks for a receipt, share group)
+    "ingest_2": (2, False, ""),
+    "ingest_2_receipts": (2, True, ""),
+    "ingest_2_shared": (2, False, "ingest"),
+    "ingest_1": (1, False, ""),
+}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
+
+
 def main() -> int:
     """Run the side-by-side measurement and print one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=20_000)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
-        "--hobby-messages", type=int, default=0, help="backlog of the hobby side (default: same)"
+        "--hobby-messages",
+        type=int,
+        default=5_000,
+        help="backlog of the hobby side (about 5 s of it: enough for a stable figure)",
     )
     args = parser.parse_args()
-    hobby_messages = args.hobby_messages or args.messages
-    results: dict[str, list[float]] = {
-        "count_only": [],
-        "hobby": [],
-        "ingest_1": [],
-        "ingest_2": [],
-    }
-    cpu: dict[str, list[float]] = {"count_only": [], "ingest_1": [], "ingest_2": []}
+    rates: dict[str, list[float]] = {side: [] for side in ("count_only", "hobby", *_INGEST_SIDES)}
+    cpu: dict[str, list[float]] = {side: [] for side in ("count_only", *_INGEST_SIDES)}
+    cpu_by_worker: dict[str, list[list[float]]] = {side: [] for side in _INGEST_SIDES}
     with database_server() as admin, broker() as mqtt_url, tempfile.TemporaryDirectory() as tmp:
         mode = default_path(admin)
         with scratch_database(admin, mode) as db_url:
@@ -264,50 +316,57 @@ def main() -> int:
             for run in range(args.runs):
                 offset = timedelta(hours=12 * run)
                 rate, cpu_us = count_only(mqtt_url, args.messages, start + offset)
-                results["count_only"].append(rate)
+                rates["count_only"].append(rate)
                 cpu["count_only"].append(cpu_us)
-                results["hobby"].append(hobby(mqtt_url, db_url, hobby_messages, start + offset))
-                for workers, shift in ((1, 0), (2, 6)):
-                    rate, cpu_us = ingest_rate(
+                rates["hobby"].append(hobby(mqtt_url, db_url, args.hobby_messages, start + offset))
+                for shift, (side, (workers, receipts, group)) in enumerate(_INGEST_SIDES.items()):
+                    rate, cpu_us, by_worker = ingest_rate(
                         db_url,
                         mqtt_url,
                         args.messages,
                         workers=workers,
-                        start=start + offset + timedelta(hours=shift),
+                        start=start + offset + timedelta(hours=2 * shift + 1),
                         log_dir=Path(tmp),
+                        receipts=receipts,
+                        share_group=group,
                     )
-                    results[f"ingest_{workers}"].append(rate)
-                    cpu[f"ingest_{workers}"].append(cpu_us)
+                    rates[side].append(rate)
+                    cpu[side].append(cpu_us)
+                    cpu_by_worker[side].append([round(us, 1) for us in by_worker])
                 print(
                     f"  run {run + 1}: "
-                    + ", ".join(f"{k} {v[-1]:,.0f} msg/s" for k, v in results.items()),
+                    + ", ".join(f"{k} {v[-1]:,.0f} msg/s" for k, v in rates.items()),
                     file=sys.stderr,
                 )
-    ratios = [i2 / c for i2, c in zip(results["ingest_2"], results["count_only"], strict=True)]
-    hobby_ratios = [i2 / h for i2, h in zip(results["ingest_2"], results["hobby"], strict=True)]
+    pairs = {
+        "ratio_2_workers": ("ingest_2", "count_only"),
+        "ratio_vs_hobby": ("ingest_2", "hobby"),
+        "ratio_receipts": ("ingest_2_receipts", "ingest_2"),
+        "ratio_default_vs_shared": ("ingest_2", "ingest_2_shared"),
+    }
+    ratios = {
+        name: [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
+        for name, (top, bottom) in pairs.items()
+    }
     print(
         json.dumps(
             {
                 "benchmark": "ingest_mqtt",
                 "path": mode,
                 "messages": args.messages,
+                "hobby_messages": args.hobby_messages,
                 "readings_per_message": READINGS_PER_MESSAGE,
                 "runs": args.runs,
                 "qos": 1,
-                "count_only_msg_s": round(statistics.median(results["count_only"]), 1),
-                "hobby_messages": hobby_messages,
-                "hobby_msg_s": round(statistics.median(results["hobby"]), 1),
-                "ingest_1_worker_msg_s": round(statistics.median(results["ingest_1"]), 1),
-                "ingest_2_workers_msg_s": round(statistics.median(results["ingest_2"]), 1),
-                "ingest_2_workers_readings_s": round(
-                    statistics.median(results["ingest_2"]) * READINGS_PER_MESSAGE, 1
-                ),
-                "ratio_2_workers": round(statistics.median(ratios), 3),
-                "ratio_vs_hobby": round(statistics.median(hobby_ratios), 1),
+                "msg_s": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
+                "msg_s_median": {k: round(statistics.median(vs), 1) for k, vs in rates.items()},
                 # CPU per message: steadier than rates on a shared machine.
-                "count_only_cpu_us_msg": round(statistics.median(cpu["count_only"]), 1),
-                "ingest_1_worker_cpu_us_msg": round(statistics.median(cpu["ingest_1"]), 1),
-                "ingest_2_workers_cpu_us_msg": round(statistics.median(cpu["ingest_2"]), 1),
+                "cpu_us_msg": {k: [round(v, 1) for v in vs] for k, vs in cpu.items()},
+                "cpu_us_msg_median": {k: round(statistics.median(vs), 1) for k, vs in cpu.items()},
+                "cpu_us_msg_by_worker": cpu_by_worker,
+                "ratios": {k: [round(v, 3) for v in vs] for k, vs in ratios.items()},
+                "ratio_spread": {k: _spread(vs) for k, vs in ratios.items()},
+                "ratio_2_workers": round(statistics.median(ratios["ratio_2_workers"]), 3),
                 "lost": 0,
             }
         )

@@ -54,12 +54,24 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
             "ratio": 0.4,
         },
         "ingest_mqtt": {
-            "ingest_2_workers_msg_s": 5000.0,
-            "ingest_1_worker_msg_s": 3000.0,
-            "count_only_msg_s": 8000.0,
-            "hobby_msg_s": 200.0,
-            "ratio_2_workers": 0.625,
-            "ratio_vs_hobby": 25.0,
+            "msg_s_median": {
+                "count_only": 8000.0,
+                "hobby": 200.0,
+                "ingest_2": 5000.0,
+                "ingest_2_receipts": 4500.0,
+                "ingest_2_shared": 5200.0,
+                "ingest_1": 3000.0,
+            },
+            "cpu_us_msg_median": {"count_only": 100.0, "ingest_2": 90.0},
+            "ratio_spread": {
+                name: {"median": value, "min": value, "max": value}
+                for name, value in (
+                    ("ratio_2_workers", 0.625),
+                    ("ratio_vs_hobby", 25.0),
+                    ("ratio_receipts", 0.9),
+                    ("ratio_default_vs_shared", 0.96),
+                )
+            },
             "lost": 0,
         },
         "e2e_latency": {
@@ -95,10 +107,10 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
     ]
     rows = table(records).splitlines()[2:]
     met = [row.strip().strip("|").split("|")[-1].strip() for row in rows]
-    # writer, http (miss), mqtt vs count-only (miss), vs hobby, 1 worker (no target),
-    # latency, cost model (no target) x 2, api a, b, c (miss), device rss, cpu, commits, drain,
-    # console first paint, console data (miss)
+    # writer, http (miss), mqtt vs count-only (miss), mqtt cpu (miss), receipts, default vs
+    # shared, vs hobby, 1 worker (no target), latency, cost model (no target) x 2, api a, b,
+    # c (miss), device rss, cpu, commits, drain, console first paint, console data (miss)
     assert met == [
-        "yes", "**no**", "**no**", "yes", "", "yes", "", "", "yes", "yes", "**no**",
-        "yes", "yes", "yes", "yes", "yes", "**no**",
+        "yes", "**no**", "**no**", "**no**", "yes", "yes", "yes", "", "yes", "", "", "yes",
+        "yes", "**no**", "yes", "yes", "yes", "yes", "yes", "**no**",
     ]  # fmt: skip
