@@ -141,6 +141,7 @@ def count_only(url: str, messages: int, start: datetime) -> tuple[float, float]:
     cpu = time.process_time() - cpu
     sub.disconnect()
     sub.loop_stop()
+    _end_sessions(url, [client_id])
     return (messages - 1) / (stamps[-1] - stamps[0]), cpu / messages * 1e6
 
 
@@ -201,6 +202,7 @@ def hobby(url: str, db_url: str, messages: int, start: datetime) -> float:
         finished = done.wait(600)
         sub.disconnect()
         sub.loop_stop()
+        _end_sessions(url, [client_id])
         if failures:
             raise RuntimeError(f"hobby subscriber failed: {failures[0]!r}")
         if not finished:
@@ -228,8 +230,11 @@ def ingest_rate(
     settings = {"mqtt_receive_window": "5000", "db_pool_max": "4", "mqtt_share_group": share_group}
     tag = uuid.uuid4().hex[:6]
     env = ingest_env(db_url, mqtt_url, **settings)
+    # Every worker subscribes in a share group; worker 0 alone holds the plain subscription.
+    subscribers = [f"{env['MQTT_CLIENT_ID']}-{i}" for i in range(workers if share_group else 1)]
     first = ServiceProcess("ingest", env, log_dir / f"ingest-{tag}.log", workers=workers)
     first.start()
+    _wait_connected(first.url, len(subscribers))
     first.stop()  # sessions and subscriptions stay at the broker, offline
     before = count_rows(db_url)
     publish_backlog(mqtt_url, messages, start, receipts=receipts)
@@ -257,10 +262,34 @@ def ingest_rate(
             )
     finally:
         second.stop()
+        # Offline sessions left subscribed would take copies (or, in a share group, a share)
+        # of every later side's backlog.
+        _end_sessions(mqtt_url, subscribers)
     t0, r0 = next((t, r) for t, r in samples if r > 0)
     t1, r1 = samples[-1]
     per_worker = [used / messages * 1e6 for used in cpu]
     return (r1 - r0) / READINGS_PER_MESSAGE / (t1 - t0), sum(per_worker), per_worker
+
+
+def _wait_connected(base_url: str, connections: int, timeout_s: float = 30) -> None:
+    """Wait until ``connections`` workers are connected to the broker (and so subscribed)."""
+    deadline = time.monotonic() + timeout_s
+    while metric(base_url, "ingest_mqtt_connected") < connections:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {connections} ingest workers connected to the broker")
+        time.sleep(0.05)
+
+
+def _end_sessions(url: str, client_ids: list[str]) -> None:
+    """Remove the broker's sessions of ``client_ids`` (clean start, no session expiry)."""
+    parts = urlsplit(url)
+    for client_id in client_ids:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
+        )
+        client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, clean_start=True)
+        client.loop(1)
+        client.disconnect()
 
 
 def _worker_index(pid: int) -> int:
@@ -268,12 +297,17 @@ def _worker_index(pid: int) -> int:
     return int(args[args.index(b"--worker-index") + 1])
 
 
-def accepted(base_url: str) -> int:
-    """Readings the service has stored, from its /metrics (all workers)."""
+def metric(base_url: str, name: str) -> float:
+    """One unlabelled sample of the service's /metrics (summed over its workers), else 0."""
     with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    match = re.search(r"^ingest_readings_accepted_total ([0-9.e+]+)$", text, re.MULTILINE)
-    return int(float(match.group(1))) if match else 0
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def accepted(base_url: str) -> int:
+    """Readings the service has stored, from its /metrics (all workers)."""
+    return int(metric(base_url, "ingest_readings_accepted_total"))
 
 
 _INGEST_SIDES = {
