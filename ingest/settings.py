@@ -98,7 +98,9 @@ class MqttSettings(BaseSettings):
         " shared subscription and no receipts)",
     )
     mqtt_client_id: str = Field(
-        "", description="client id prefix (default ingest-<hostname>); worker index appended"
+        "",
+        description="client id prefix (default ingest-<hostname>); worker index appended."
+        " Keep it across restarts: the broker queues for the session of that id",
     )
     mqtt_receive_window: int = Field(
         2000, ge=1, le=65535, description="unacknowledged messages the broker may send ahead"
