@@ -29,7 +29,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.properties import Properties, VariableByteIntegers, writeBytes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.backoff import Backoff
@@ -40,7 +40,7 @@ from core.paho_asyncio import PahoLoopBridge
 from ingest.metrics import METRICS
 from ingest.settings import MqttSettings
 
-__all__ = ["ANNOUNCE_TOPIC", "Delivery", "MqttConsumer", "publish_receipt"]
+__all__ = ["ANNOUNCE_TOPIC", "RECEIPTS_IN_FLIGHT", "Delivery", "MqttConsumer", "publish_receipt"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,10 @@ _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 5.0
 _MAX_GROUP = 256  # messages handed out at once
 _READ_BURST = 64  # packets read per wake-up of the socket
-_RECEIPTS_IN_FLIGHT = 1000
+#: paho's bound on our own QoS 1 publishes (receipts) in flight: none. With a bound, paho
+#: walks every message it holds on each PUBACK (the largest cost of a receipt); it never
+#: applies the broker's Receive Maximum either way, and Mosquitto answers QoS 1 at once.
+RECEIPTS_IN_FLIGHT = 0
 #: Retained b"1": this platform sends commit receipts (ingest.receipts).
 ANNOUNCE_TOPIC = "platform/receipts"
 
@@ -72,13 +75,36 @@ class Delivery:
     correlation: bytes | None = None
 
 
+_NO_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+_CORRELATION_DATA = 9  # the property's identifier (MQTT 5, 2.2.2.2)
+
+
+class _CorrelationOnly(Properties):
+    """PUBLISH properties holding only Correlation Data, packed once by paho's own encoders.
+
+    paho builds its property tables in every ``Properties()`` and looks each name up again
+    in ``pack()``: together most of a receipt's cost. This one shares the tables of an
+    empty instance (paho only reads them) and packs at construction, to the same bytes.
+    """
+
+    def __init__(self, correlation: bytes) -> None:
+        fields = self.__dict__
+        fields.update(_NO_PROPERTIES.__dict__)
+        fields["CorrelationData"] = correlation
+        data = bytes((_CORRELATION_DATA,)) + writeBytes(correlation)  # type: ignore[no-untyped-call]
+        fields["_packed"] = VariableByteIntegers.encode(len(data)) + data  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        """Return the properties as they go on the wire."""
+        packed: bytes = self.__dict__["_packed"]
+        return packed
+
+
 def publish_receipt(
     client: mqtt.Client, topic: str, correlation: bytes | None, body: bytes
 ) -> None:
     """Publish a receipt at QoS 1 with its correlation data (MQTT 5)."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    if correlation is not None:
-        props.CorrelationData = correlation
+    props = _NO_PROPERTIES if correlation is None else _CorrelationOnly(correlation)
     client.publish(topic, body, qos=1, properties=props)
     METRICS.receipts_sent.inc()
 
@@ -120,8 +146,7 @@ class MqttConsumer(AsyncResource):
             ca_file=settings.mqtt_ca_file,
         )
         client.manual_ack_set(on=True)
-        # Receipts are QoS 1 publishes of our own: let many be in flight.
-        client.max_inflight_messages_set(_RECEIPTS_IN_FLIGHT)
+        client.max_inflight_messages_set(RECEIPTS_IN_FLIGHT)
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         self._link = MqttLink(

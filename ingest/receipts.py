@@ -14,9 +14,10 @@ could not itself. A device that asks for nothing gets nothing and pays nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Protocol
+
+import msgspec
 
 from core.backoff import Backoff
 from core.lifecycle import AsyncResource
@@ -24,7 +25,7 @@ from core.mqtt_link import LinkState, MqttLink, new_client
 from core.mqtt_url import parse_mqtt_url
 from ingest.intake import answer
 from ingest.metrics import METRICS
-from ingest.mqtt import publish_receipt
+from ingest.mqtt import RECEIPTS_IN_FLIGHT, publish_receipt
 from ingest.settings import MqttSettings
 from ingest.wire import Reject
 
@@ -32,7 +33,6 @@ __all__ = ["NoReceipts", "ReceiptPublisher", "ReceiptSender", "receipt_body", "r
 
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 5.0
-_IN_FLIGHT = 1000
 
 
 class ReceiptSender(Protocol):
@@ -56,7 +56,7 @@ def receipt_topic(device_id: str, response_topic: str) -> str | None:
 
 def receipt_body(accepted: int, duplicates: int, rejects: Sequence[Reject]) -> bytes:
     """Encode a receipt: the same JSON as the HTTP answer (:func:`ingest.intake.answer`)."""
-    return json.dumps(answer(accepted, duplicates, rejects), separators=(",", ":")).encode()
+    return msgspec.json.encode(answer(accepted, duplicates, rejects))
 
 
 class ReceiptPublisher(AsyncResource):
@@ -70,7 +70,7 @@ class ReceiptPublisher(AsyncResource):
         client = new_client(
             address, client_id, protocol="5", persistent=False, ca_file=settings.mqtt_ca_file
         )
-        client.max_inflight_messages_set(_IN_FLIGHT)
+        client.max_inflight_messages_set(RECEIPTS_IN_FLIGHT)
         self._link = MqttLink(
             client, address, name=client_id, backoff=Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
         )
