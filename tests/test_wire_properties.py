@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,9 @@ from ingest.wire import (
     Reason,
     Reject,
     parse_payload,
+    v1,
 )
+from ingest.wire.base import DEFAULT_LIMITS, clock_at
 
 DEVICE = "pump-17"
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -229,12 +232,135 @@ def test_bad_items_never_change_their_neighbours(
     body = json.dumps([s.wire if isinstance(s, Reading) else s[0] for s in slots]).encode()
     parsed = parse_payload(body, Format.JSON, DEVICE, NOW)
     expected_items = [
-        replace(s.expected, index=index) for index, s in enumerate(slots) if isinstance(s, Reading)
+        msgspec.structs.replace(s.expected, index=index)
+        for index, s in enumerate(slots)
+        if isinstance(s, Reading)
     ]
     assert parsed.items == expected_items
     assert {r.index: r.reason for r in parsed.rejects} == {
         index: s[1] for index, s in enumerate(slots) if not isinstance(s, Reading)
     }
+
+
+# --- (2b) the fast path of v1 agrees with the full path ------------------------------------
+
+
+# Times as devices write them (RFC 3339 in its spellings), and strings around its edges:
+# what the pattern refuses, what datetime reads otherwise (fractions past microseconds,
+# offsets without a colon), no offset, impossible dates.
+def rfc3339(moment: datetime, sep: str, digits: int, zulu: str) -> str:
+    text = moment.isoformat(sep=sep, timespec="microseconds")
+    head, offset = text[:26], text[26:]
+    fraction = head[19 : 20 + digits] if digits else ""
+    return head[:19] + fraction + (zulu if offset == "+00:00" and zulu else offset)
+
+
+valid_times = st.builds(
+    rfc3339,
+    st.datetimes(
+        min_value=datetime(1970, 1, 2),  # noqa: DTZ001 - hypothesis bounds are naive by design
+        max_value=(NOW + SKEW).replace(tzinfo=None),
+        timezones=st.just(UTC) | offsets,
+    ),
+    st.sampled_from(["T", "t", " "]),
+    st.integers(0, 6),
+    st.sampled_from(["", "Z", "z"]),
+)
+edge_times = st.builds(
+    "{}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}{}{}{}".format,
+    st.sampled_from(["2026", "1970", "1969", "0000", "9999", "20261"]),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.sampled_from(["T", "t", " ", "_"]),
+    st.integers(0, 24),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.sampled_from(["", ".5", ".", ".1234567", ".999999999", ",5"]),
+    st.sampled_from(["Z", "+01:00", "", "+0100", "+01", "+24:00", "-23:59"]),
+    st.sampled_from(["", "\n", " "]),
+)
+valid_values = st.dictionaries(
+    metric_names,
+    st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53),
+    min_size=1,
+    max_size=3,
+)
+near_valid_sets = st.fixed_dictionaries(
+    {
+        "values": st.one_of(
+            valid_values,
+            valid_values,
+            st.dictionaries(
+                metric_names | st.sampled_from(["", "1x", "temp\n", "a" * 65]),
+                finite_values | st.integers() | st.none() | st.text(max_size=3),
+                min_size=1,
+                max_size=3,
+            ),
+        )
+    },
+    optional={
+        "ts": st.one_of(
+            valid_times,
+            valid_times,
+            valid_times,
+            edge_times,
+            st.integers(0, 1_763_719_000),
+            st.floats(0, NOW.timestamp()),
+            st.integers(-(2**60), 2**60) | st.floats(allow_nan=False, allow_infinity=False),
+            st.none() | st.booleans(),
+        ),
+        "seq": st.one_of(
+            st.integers(0, 2**63 - 1),
+            st.integers(0, 2**63 - 1),
+            st.integers(-(2**64), 2**64) | st.floats() | st.none() | st.booleans(),
+        ),
+        "device_id": st.sampled_from([DEVICE, DEVICE, DEVICE, "other", "", None]),
+    },
+)
+edge_sets = st.one_of(
+    near_valid_sets,
+    near_valid_sets,
+    near_valid_sets,
+    st.fixed_dictionaries({}, optional={"x": json_values, "values": json_values}),
+)
+
+
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@given(edge_sets | st.lists(edge_sets, max_size=4))
+def test_the_fast_path_agrees_with_the_full_path(document: object) -> None:
+    """Where the compiled fast path takes a message, the pydantic path reads it the same."""
+    body = json.dumps(document).encode()
+    clock = clock_at(NOW, SKEW.total_seconds())
+    fast = v1._parse_v1_valid(body, DEVICE, clock, DEFAULT_LIMITS)
+    if fast is not None:
+        assert fast == v1._parse_v1_checked(body, DEVICE, clock, DEFAULT_LIMITS)
+
+
+@settings(max_examples=1000)
+@given(valid_times | edge_times)
+def test_the_fast_path_reads_times_as_the_full_path(ts: str) -> None:
+    body = json.dumps({"ts": ts, "values": {"t": 1.0}}).encode()
+    clock = clock_at(NOW, SKEW.total_seconds())
+    fast = v1._parse_v1_valid(body, DEVICE, clock, DEFAULT_LIMITS)
+    full = v1._parse_v1_checked(body, DEVICE, clock, DEFAULT_LIMITS)
+    assert fast is None or fast == full
+    if fast is None:  # only what the full path rejects, or reads otherwise than msgspec
+        assert full.rejects
+
+
+def test_the_fast_path_takes_ordinary_messages() -> None:
+    """The fast path is not vacuous: the common shapes do take it."""
+    clock = clock_at(NOW, SKEW.total_seconds())
+    for document in (
+        {"values": {"t": 21.5}},
+        [{"ts": "2026-11-21T09:59:00.123456Z", "seq": 1, "values": {"t": 1, "h": 2.5}}],
+        [{"ts": 1_763_719_000, "values": {"t": 1.0}, "device_id": DEVICE}],
+        {"ts": "2026-11-21 10:59:00+01:00", "values": {"t": 1.0}},
+    ):
+        body = json.dumps(document).encode()
+        fast = v1._parse_v1_valid(body, DEVICE, clock, DEFAULT_LIMITS)
+        assert fast is not None, document
+        assert fast == v1._parse_v1_checked(body, DEVICE, clock, DEFAULT_LIMITS)
 
 
 # --- (3) SenML packs resolve like a reference implementation -------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
+import msgspec
 from pydantic import AllowInfNan, Strict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -41,7 +42,6 @@ __all__ = [
     "error_problem",
     "is_device_id",
     "is_metric_name",
-    "is_rfc3339",
     "malformed",
     "quote",
     "too_large",
@@ -60,8 +60,6 @@ RFC3339 = (
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _looks_naive = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:.]+").fullmatch
-# The same pattern for the fast path; fullmatch, as Python's "$" passes a trailing newline.
-is_rfc3339 = re.compile(RFC3339[1:-1]).fullmatch
 
 MAX_SEQ: Final = 2**63 - 1  # a PostgreSQL bigint
 EXACT_INT: Final = 2**53  # integers a float holds exactly
@@ -92,12 +90,12 @@ class Format(enum.StrEnum):
     SENML = "senml"
 
 
-@dataclass(slots=True)
-class Item:
+class Item(msgspec.Struct):
     """One accepted reading-set: timezone-aware UTC ``ts`` and at least one value.
 
-    Not frozen: a message of ten readings builds ten, and a frozen dataclass costs four
-    times as much to build. Nothing keeps an item beyond turning it into a reading-set.
+    A msgspec struct, not a dataclass: a message of ten readings builds ten, and a struct
+    is built in a fifth of the time. Nothing keeps an item beyond turning it into a
+    reading-set.
     """
 
     index: int
