@@ -155,8 +155,10 @@ class Dispatcher(AsyncResource):
                 while any(helper.messages for helper in self._helpers):
                     self._room.clear()
                     await self._room.wait()
-        for task in list(self._helper_tasks):
-            task.cancel()
+        # Closing their connections ends the helpers' tasks as an end of stream would;
+        # cancelling them instead makes asyncio log the cancellation as an error.
+        for helper in self._helpers:
+            helper.writer.close()
         await asyncio.gather(*self._helper_tasks, return_exceptions=True)
         if self._server is not None:
             self._server.close()
@@ -277,7 +279,8 @@ class HandoffClient(AsyncResource):
             try:
                 await self._read(reader)
             except (asyncio.IncompleteReadError, ConnectionError, ValueError, msgspec.DecodeError):
-                log.warning("lost worker 0's MQTT hand-off; connecting again")
+                # Worker 0 stopping or restarting (the supervisor reports it if it died).
+                log.info("worker 0's MQTT hand-off closed; connecting again")
             finally:
                 self._writer = None
                 writer.close()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from ingest.handoff import Dispatcher, HandoffClient
 from ingest.mqtt import Delivery
@@ -125,3 +128,16 @@ async def test_acknowledgements_for_an_earlier_worker_zero_are_dropped(tmp_path:
             helper.ack(fresh)
             await wait_for(lambda: new.acked == sent, what="the fresh acknowledgement")
         assert old.acked == []
+
+
+async def test_worker_zero_stops_with_a_worker_connected_without_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer = Consumer()
+    socket = tmp_path / "handoff.sock"
+    helper = HandoffClient(socket)
+    async with helper:
+        async with Dispatcher(consumer.receive, consumer.ack, socket, window=100) as dispatcher:
+            await wait_for(lambda: dispatcher.helpers == 1 and helper.connected, what="joined")
+        await wait_for(lambda: not helper.connected, what="the worker to see worker 0 go")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
