@@ -154,7 +154,7 @@ def _parse_v1_valid(body: bytes, device_id: str, clock: Clock, limits: Limits) -
         document = decode_valid_sets(body)
     except (msgspec.DecodeError, RecursionError):
         return None
-    entries = document if type(document) is list else [document]
+    entries = document if isinstance(document, list) else [document]
     if len(entries) > limits.max_items:
         return None
     now = clock.now
