@@ -21,18 +21,19 @@ from typing import Any, Literal
 
 import aiohttp
 import psycopg
-from aiohttp import web
 
-from api import ApiSettings, create_app
-from api.app import freeze_startup_heap
-from benchmarks.common import database_server, scratch_database, storage_paths
-from core.settings import DatabaseSettings
-from ingest import maintenance
+from benchmarks.common import (
+    API_KEY,
+    api_server,
+    database_server,
+    pause_aggregate_jobs,
+    refresh_all,
+    scratch_database,
+    storage_paths,
+)
 from ingest.records import DeviceUpdate, ReadingSet
 from ingest.writer import BatchWriter
-from simulator.services import free_port
 
-KEY = "ak_benchmark-key-not-secret-0123456789abcdefghij"
 FLEET = 10_000
 FLEET_METRICS = ("temperature", "humidity", "pressure", "voltage")
 BATCH_SETS = 5_000
@@ -46,13 +47,8 @@ async def load(url: str, mode: Literal["plain", "timescale"], days: int, now: da
     """One device at 1 Hz for ``days`` and 2 hours; 10,000 devices, 4 metrics, 5 readings each."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         if mode == "timescale":
-            # The aggregates' own refresh jobs would race the refresh below
-            # (LockNotAvailable) and compete with the timed requests: pause them here.
-            await conn.execute(
-                "SELECT alter_job(job_id, scheduled => false)"
-                " FROM timescaledb_information.jobs"
-                " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
-            )
+            # They would also compete with the timed requests.
+            await pause_aggregate_jobs(conn)
         await conn.execute(
             "INSERT INTO devices (device_id) SELECT 'dev-' || lpad(g::text, 5, '0')"
             " FROM generate_series(0, %s) g",
@@ -82,15 +78,7 @@ async def load(url: str, mode: Literal["plain", "timescale"], days: int, now: da
             ]
             updates = [DeviceUpdate(d, now - timedelta(seconds=d % 7)) for d in devices]
             await writer.write(fleet_sets, updates)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        if mode == "plain":
-            await maintenance.refresh_rollups(conn, now + timedelta(minutes=2))
-        else:
-            for view in ("readings_1m", "readings_1h"):
-                await conn.execute(
-                    "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [view]
-                )
-        await conn.execute("VACUUM ANALYZE")
+    await refresh_all(url, mode, now)
 
 
 async def timed(
@@ -130,16 +118,6 @@ async def bench(
     started = time.perf_counter()
     await load(url, mode, days, now)
     load_s = time.perf_counter() - started
-    app = create_app(
-        ApiSettings(api_admin_key=KEY, api_rate_per_key=1e6, api_burst_per_key=1_000_000),
-        DatabaseSettings(database_url=url, db_pool_min=2, db_pool_max=4),
-    )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    freeze_startup_heap()  # as `python -m api serve` does
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    base = f"http://127.0.0.1:{port}"
     end = now.replace(second=0) - timedelta(minutes=5)
     results: dict[str, Any] = {"benchmark": "api_query", "path": mode, "load_s": round(load_s, 1)}
 
@@ -178,14 +156,11 @@ async def bench(
         ("c_latest_10000_devices", "/v1/latest?limit=10000", max(10, runs // 3), fleet),
         ("c1_latest_one_device", "/v1/devices/dev-05000/latest", runs, lambda _body: None),
     ]
-    headers = {"Authorization": f"Bearer {KEY}"}
-    try:
-        async with aiohttp.ClientSession(base, headers=headers) as session:
-            for name, path, n, check in cases:
-                results[name] = summary(await timed(session, path, n, check))
-                print(f"  {mode} {name}: {results[name]}", file=sys.stderr)
-    finally:
-        await runner.cleanup()
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with api_server(url) as base, aiohttp.ClientSession(base, headers=headers) as session:
+        for name, path, n, check in cases:
+            results[name] = summary(await timed(session, path, n, check))
+            print(f"  {mode} {name}: {results[name]}", file=sys.stderr)
     results["targets_met"] = (
         results["a_1day_1m"]["p95_ms"] <= 50
         and results["b_30days_1h"]["p95_ms"] <= 50

@@ -7,20 +7,29 @@ import os
 import statistics
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 import psycopg
+from aiohttp import web
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from core.registry import create_device
+from api import ApiSettings, create_app
+from api.app import freeze_startup_heap
+from core.registry import create_device, generate_token, hash_token
+from core.settings import DatabaseSettings
+from ingest import maintenance
 from ingest.migrate import migrate
 from ingest.settings import StorageSettings
-from simulator.services import MosquittoServer, PostgresServer
+from simulator.services import MosquittoServer, PostgresServer, free_port
 from tests.support.db import timescaledb_available
+
+#: The admin key of the API that ``api_server`` runs.
+API_KEY = "ak_benchmark-key-not-secret-0123456789abcdefghij"
 
 
 @contextmanager
@@ -95,6 +104,60 @@ def register_devices(url: str, count: int, prefix: str = "bench") -> list[str]:
             return [(await create_device(conn, f"{prefix}-{i:05d}")).token for i in range(count)]
 
     return asyncio.run(run())
+
+
+def register_many(url: str, count: int, prefix: str = "bench") -> list[str]:
+    """Register ``count`` devices in one COPY (``{prefix}-00000`` on); return their tokens.
+
+    For fleets too large for one ``create_device`` round trip each.
+    """
+    tokens = [generate_token() for _ in range(count)]
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        with cur.copy("COPY devices (device_id, token_hash) FROM STDIN") as copy:
+            for i, token in enumerate(tokens):
+                copy.write_row((f"{prefix}-{i:05d}", hash_token(token)))
+        cur.execute("ANALYZE devices")
+    return tokens
+
+
+async def pause_aggregate_jobs(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+    """Stop TimescaleDB's own refresh jobs, which would race ``refresh_all`` (LockNotAvailable)."""
+    await conn.execute(
+        "SELECT alter_job(job_id, scheduled => false)"
+        " FROM timescaledb_information.jobs"
+        " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+    )
+
+
+async def refresh_all(url: str, mode: Literal["plain", "timescale"], until: datetime) -> None:
+    """Bring every rollup up to ``until`` on either storage path, then VACUUM ANALYZE."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        if mode == "plain":
+            await maintenance.refresh_rollups(conn, until + timedelta(minutes=2))
+        else:
+            for view in ("readings_1m", "readings_1h"):
+                await conn.execute(
+                    "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [view]
+                )
+        await conn.execute("VACUUM ANALYZE")
+
+
+@asynccontextmanager
+async def api_server(url: str) -> AsyncIterator[str]:
+    """The query API in this process on a free loopback port, keyed with ``API_KEY``."""
+    app = create_app(
+        ApiSettings(api_admin_key=API_KEY, api_rate_per_key=1e6, api_burst_per_key=1_000_000),
+        DatabaseSettings(database_url=url, db_pool_min=2, db_pool_max=4),
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    freeze_startup_heap()  # as `python -m api serve` does
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def count_rows(url: str) -> int:

@@ -22,20 +22,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
-from aiohttp import web
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from api import ApiSettings, create_app
-from api.app import freeze_startup_heap
-from benchmarks.common import database_server, default_path, scratch_database, storage_paths
-from core.settings import DatabaseSettings
+from benchmarks.common import (
+    API_KEY,
+    api_server,
+    database_server,
+    default_path,
+    scratch_database,
+    storage_paths,
+)
 from ingest.records import DeviceUpdate, ReadingSet
 from ingest.writer import BatchWriter
-from simulator.services import free_port
 from tests.support import chromium
 
-KEY = "ak_benchmark-key-not-secret-0123456789abcdefghij"
 METRICS = ("temperature", "humidity", "pressure", "voltage")
 TARGET_MS = 1000
 _TIMINGS = """
@@ -80,7 +81,7 @@ def measure(base: str, profile: Path) -> dict[str, float]:
         WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "api-key"))
         signin = browser.execute_script(_TIMINGS)
         browser.execute_script(
-            "sessionStorage.setItem('telemetry-console.api-key', arguments[0])", KEY
+            "sessionStorage.setItem('telemetry-console.api-key', arguments[0])", API_KEY
         )
         browser.execute_cdp_cmd("Network.clearBrowserCache", {})
         browser.refresh()
@@ -109,27 +110,14 @@ async def bench(
 ) -> dict[str, Any]:
     """Load the fleet, serve the API here, and measure ``runs`` cold visits."""
     await load(url, mode, devices)
-    app = create_app(
-        ApiSettings(api_admin_key=KEY, api_rate_per_key=1e6, api_burst_per_key=1_000_000),
-        DatabaseSettings(database_url=url, db_pool_min=2, db_pool_max=4),
-    )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    freeze_startup_heap()  # as `python -m api serve` does
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     visits: list[dict[str, float]] = []
-    try:
+    async with api_server(url) as base:
         with tempfile.TemporaryDirectory(prefix="bench-chromium-") as tmp:
             for run in range(runs):
                 # Selenium blocks; the API answers from this loop meanwhile.
-                visit = await asyncio.to_thread(
-                    measure, f"http://127.0.0.1:{port}", Path(tmp) / str(run)
-                )
+                visit = await asyncio.to_thread(measure, base, Path(tmp) / str(run))
                 print(f"  {mode} visit {run}: {visit}", file=sys.stderr)
                 visits.append(visit)
-    finally:
-        await runner.cleanup()
     line: dict[str, Any] = {"benchmark": "console_paint", "path": mode, "devices": devices}
     for name in visits[0]:
         line[name] = _summary([v[name] for v in visits])

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import prometheus
-from grafana_foundation_sdk.models.dashboard import Dashboard, Panel, VariableType
+from grafana_foundation_sdk.models.dashboard import Dashboard, Panel
 from psycopg import sql as pgsql
 from psycopg.rows import TupleRow
 
@@ -36,11 +36,9 @@ from tests.dashboards.grafana import (
     BUILTIN_VARIABLES,
     MACROS,
     TimeRange,
-    VariableValue,
-    expand,
-    parse_interval,
     variable_names,
 )
+from tests.dashboards.runner import GrafanaRunner, Rows, panels, run_sql
 from tests.ingest.helpers import T0, add_device, open_writer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,10 +67,6 @@ def _json_files() -> dict[str, dict[str, Any]]:
 def _datasources() -> dict[str, str]:
     text = (PROVISIONING / "datasources" / "telemetry.yaml").read_text(encoding="utf-8")
     return {d["uid"]: d["type"] for d in yaml.safe_load(text)["datasources"]}
-
-
-def _panels(dashboard: Dashboard) -> list[Panel]:
-    return [p for p in dashboard.panels or [] if isinstance(p, Panel)]
 
 
 def _walk(node: object) -> Iterator[object]:
@@ -204,7 +198,7 @@ def test_promql_reads_metrics_that_ingest_exports() -> None:
     exported = _exported_names()
     used: set[str] = set()
     for dashboard in DASHBOARDS:
-        for panel in _panels(dashboard):
+        for panel in panels(dashboard):
             for target in panel.targets or []:
                 if isinstance(target, prometheus.Dataquery):
                     found = _promql_metrics(target.expr)
@@ -264,68 +258,6 @@ async def _load(url: str, storage_mode: str) -> dict[str, list[ReadingSet]]:
     return data
 
 
-Rows = list[tuple[Any, ...]]
-
-
-async def _run(
-    conn: psycopg.AsyncConnection[TupleRow], sql: str
-) -> tuple[list[str], list[int], Rows]:
-    cur = await conn.execute(sql.encode())
-    assert cur.description is not None
-    names = [c.name for c in cur.description]
-    types = [c.type_code for c in cur.description]
-    return names, types, list(await cur.fetchall())
-
-
-class _Grafana:
-    """Runs a dashboard's queries as Grafana would, with variables resolved from the data."""
-
-    def __init__(self, conn: psycopg.AsyncConnection[TupleRow], timescaledb: bool) -> None:
-        self.conn = conn
-        self.timescaledb = timescaledb
-        self.values: dict[str, VariableValue] = {}
-
-    def expand(self, sql: str, interval: timedelta, values: dict[str, VariableValue]) -> str:
-        return expand(sql, values, RANGE, interval, timescaledb=self.timescaledb)
-
-    async def resolve(self, dashboard: Dashboard, choose: dict[str, str]) -> None:
-        """Set each variable as Grafana would on load: constants, then query results."""
-        for var in dashboard.templating.list_val or []:
-            assert isinstance(var.query, str)
-            if var.type_val == VariableType.CONSTANT:
-                self.values[var.name] = VariableValue(var.query)
-                continue
-            assert var.type_val == VariableType.QUERY
-            sql = self.expand(var.query, timedelta(minutes=1), self.values)
-            names, _, rows = await _run(self.conn, sql)
-            assert len(names) == 1, f"variable {var.name} returns {names}"
-            options = tuple(str(r[0]) for r in rows)
-            assert options, f"variable {var.name} has no options"
-            if var.multi:
-                self.values[var.name] = VariableValue(options, multi=True)
-            else:
-                value = choose.get(var.name, options[0])
-                assert value in options
-                self.values[var.name] = VariableValue(value)
-
-    def scopes(self, panel: Panel) -> list[dict[str, VariableValue]]:
-        """The variable values of the panel, once per repeated copy."""
-        if panel.repeat is None:
-            return [self.values]
-        chosen = self.values[panel.repeat].value
-        assert isinstance(chosen, tuple)
-        return [self.values | {panel.repeat: VariableValue(v, multi=True)} for v in chosen]
-
-    def interval(
-        self, panel: Panel, requested: timedelta, values: dict[str, VariableValue]
-    ) -> timedelta:
-        """$__interval: the requested one, but never below the panel's min interval."""
-        if panel.interval is None:
-            return requested
-        low = expand(panel.interval, values, RANGE, requested)
-        return max(requested, parse_interval(low))
-
-
 def _check_columns(
     panel: Panel, target: SqlQuery, names: list[str], types: list[int], rows: Rows
 ) -> None:
@@ -351,12 +283,12 @@ def _check_columns(
 
 
 async def _check_dashboard(
-    grafana: _Grafana, dashboard: Dashboard, choose: dict[str, str]
+    grafana: GrafanaRunner, dashboard: Dashboard, choose: dict[str, str]
 ) -> dict[tuple[str, timedelta], Rows]:
     """Run every SQL target at every interval; return rows by (panel title, interval)."""
     await grafana.resolve(dashboard, choose)
     results: dict[tuple[str, timedelta], Rows] = {}
-    for panel in _panels(dashboard):
+    for panel in panels(dashboard):
         assert panel.title is not None
         for target in panel.targets or []:
             if not isinstance(target, SqlQuery):
@@ -365,7 +297,7 @@ async def _check_dashboard(
                 for values in grafana.scopes(panel):
                     interval = grafana.interval(panel, requested, values)
                     sql = grafana.expand(target.raw_sql, interval, values)
-                    names, types, rows = await _run(grafana.conn, sql)
+                    names, types, rows = await run_sql(grafana.conn, sql)
                     _check_columns(panel, target, names, types, rows)
                     results[panel.title, requested] = rows
     return results
@@ -405,7 +337,7 @@ async def test_every_query_runs_and_returns_its_columns(
         _read_only(conn),
     ):
         for timescaledb in engines:
-            grafana = _Grafana(conn, timescaledb)
+            grafana = GrafanaRunner(conn, RANGE, timescaledb=timescaledb)
             fleet = await _check_dashboard(grafana, FLEET_OVERVIEW, {})
             device = await _check_dashboard(grafana, DEVICE_DETAIL, {"device": "pump-1"})
             for dashboard in DASHBOARDS:
@@ -455,10 +387,10 @@ async def test_each_source_counts_every_reading(db_url: str, storage_mode: str) 
     await refresh_rollups(db_url, storage_mode)
     stored = sum(len(v) for sets in data.values() for _, _, v in sets)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        grafana = _Grafana(conn, timescaledb=False)
+        grafana = GrafanaRunner(conn, RANGE, timescaledb=False)
         await grafana.resolve(FLEET_OVERVIEW, {})
         for interval in INTERVALS:
             sql = grafana.expand(queries.READINGS_PER_SECOND, interval, grafana.values)
-            _, _, rows = await _run(conn, sql)
+            _, _, rows = await run_sql(conn, sql)
             counted = sum(float(rate) * interval.total_seconds() for _, rate in rows)
             assert round(counted) == stored, interval
