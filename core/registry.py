@@ -30,6 +30,7 @@ __all__ = [
     "create_device",
     "device_by_id",
     "device_by_token",
+    "devices_by_ids",
     "generate_token",
     "hash_token",
     "register_device_without_token",
@@ -49,6 +50,7 @@ ON CONFLICT (device_id) DO UPDATE SET device_id = excluded.device_id RETURNING d
 _SET_TOKEN = "UPDATE devices SET token_hash = %s WHERE device_id = %s"  # noqa: S105
 _BY_TOKEN = "SELECT device_key, device_id, token_hash FROM devices WHERE token_hash = %s"  # noqa: S105
 _BY_ID = "SELECT device_key FROM devices WHERE device_id = %s"
+_BY_IDS = "SELECT device_key, device_id FROM devices WHERE device_id = ANY(%s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +128,11 @@ async def device_by_id(conn: AsyncConnection[TupleRow], device_id: str) -> Devic
     """Return the registered device called ``device_id``, or None."""
     row = await (await conn.execute(_BY_ID, [device_id])).fetchone()
     return None if row is None else DeviceRef(int(row[0]), device_id)
+
+
+async def devices_by_ids(
+    conn: AsyncConnection[TupleRow], device_ids: list[str]
+) -> dict[str, DeviceRef]:
+    """Return the registered devices among ``device_ids`` (one query), by id."""
+    rows = await (await conn.execute(_BY_IDS, [device_ids])).fetchall()
+    return {str(row[1]): DeviceRef(int(row[0]), str(row[1])) for row in rows}

@@ -103,6 +103,9 @@ class MqttIntake(AsyncResource):
         sub = Submission(datetime.now(UTC))
         receipts: list[_Receipt] = []
         try:
+            if len(deliveries) > 1:
+                # Devices new to this worker's cache are looked up in one query, not one each.
+                await self._intake.devices.prefetch({_topic_device(d.topic) for d in deliveries})
             for delivery in deliveries:
                 receipt = await self._add(sub, delivery)
                 if receipt is not None:
@@ -177,3 +180,9 @@ class MqttIntake(AsyncResource):
             await self.handle(deliveries)
         except Exception:
             log.exception("handling %d MQTT messages failed", len(deliveries))
+
+
+def _topic_device(topic: str) -> str:
+    """Return the device id part of a telemetry topic, unchecked (``parse_topic`` checks it)."""
+    parts = topic.split("/", 2)
+    return parts[1] if len(parts) > 1 else ""

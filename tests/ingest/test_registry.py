@@ -11,13 +11,14 @@ from psycopg.rows import TupleRow
 
 from core.errors import DeviceExistsError
 from core.registry import (
+    DeviceRef,
     create_device,
     generate_token,
     hash_token,
     register_device_without_token,
     rotate_token,
 )
-from ingest.devices import DeviceDirectory, Lender
+from ingest.devices import DeviceDirectory, Lender, Miss
 from tests.ingest.helpers import fetch_all
 
 
@@ -91,3 +92,30 @@ async def test_auto_registration_creates_a_tokenless_device_once(db_url: str) ->
     assert first is not None
     stored = await fetch_all(db_url, "SELECT token_hash FROM devices WHERE device_id = 'auto-7'")
     assert stored == [(None,)]
+
+
+async def test_prefetch_looks_up_a_batch_of_devices_in_one_query(db_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        refs = [await create_device(conn, f"many-{i}") for i in range(3)]
+        lent = 0
+
+        @contextlib.asynccontextmanager
+        async def counting() -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
+            nonlocal lent
+            lent += 1
+            yield conn
+
+        auth = DeviceDirectory(counting)
+        await auth.prefetch({"many-0", "many-1", "many-2", "stranger"})
+        assert lent == 1
+        for ref in refs:
+            assert auth.cached_id(ref.device_id) == DeviceRef(ref.device_key, ref.device_id)
+        assert auth.cached_id("stranger") is None  # known to be unknown
+        await auth.prefetch({"many-0", "many-1"})  # all cached: no query
+        assert lent == 1
+
+        auto = DeviceDirectory(counting, auto_register=True)
+        await auto.prefetch({"many-0", "newcomer"})
+        assert lent == 2
+        assert isinstance(auto.cached_id("newcomer"), Miss)  # left for by_id to register
+        assert await auto.by_id("newcomer") is not None
