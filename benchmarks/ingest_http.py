@@ -36,27 +36,36 @@ from tests.support.processes import ServiceProcess, ingest_env
 SETS_PER_REQUEST = 250  # x 4 metrics = 1,000 readings
 
 
-def bodies(devices: int, requests: int, start: datetime) -> list[tuple[int, bytes]]:
-    """(device index, JSON body) for each request, device after device."""
+def bodies(
+    devices: int, requests: int, start: datetime, sets: int = SETS_PER_REQUEST
+) -> list[tuple[int, bytes]]:
+    """(device index, JSON body of ``sets`` reading-sets) for each request, device after device."""
     out = []
     for r in range(requests):
         device, slot = r % devices, r // devices
-        base = start + timedelta(seconds=slot * SETS_PER_REQUEST)
+        base = start + timedelta(seconds=slot * sets)
         body = [
             {
                 "ts": (base + timedelta(seconds=k)).isoformat(),
                 "values": {m: float(k % 97) + i / 10 for i, m in enumerate(METRICS)},
             }
-            for k in range(SETS_PER_REQUEST)
+            for k in range(sets)
         ]
         out.append((device, json.dumps(body).encode()))
     return out
 
 
 async def drive(
-    url: str, tokens: list[str], work: list[tuple[int, bytes]], concurrency: int
+    url: str,
+    tokens: list[str],
+    work: list[tuple[int, bytes]],
+    concurrency: int,
+    sets: int = SETS_PER_REQUEST,
 ) -> float:
-    """Rows/s of all requests, ``concurrency`` at a time; every one must be a 200."""
+    """Rows/s of all requests (``sets`` reading-sets each), ``concurrency`` at a time.
+
+    Every response must be a 200.
+    """
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for item in work:
         queue.put_nowait(item)
@@ -78,7 +87,7 @@ async def drive(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return len(work) * SETS_PER_REQUEST * len(METRICS) / elapsed
+    return len(work) * sets * len(METRICS) / elapsed
 
 
 def as_sets(work: list[tuple[int, bytes]]) -> list[list[ReadingSet]]:

@@ -83,8 +83,9 @@ def publish_backlog(
     topic_prefix: str = "telemetry",
     *,
     receipts: bool = False,
+    devices: int = DEVICES,
 ) -> None:
-    """Publish ``messages`` QoS 1 messages spread over the devices; wait for every PUBACK.
+    """Publish ``messages`` QoS 1 messages spread over ``devices``; wait for every PUBACK.
 
     ``receipts``: each message names a response topic (``receipts/{device}/bench``).
     """
@@ -92,7 +93,7 @@ def publish_backlog(
     client.loop_start()
     infos = []
     for i in range(messages):
-        device, slot = i % DEVICES, i // DEVICES
+        device, slot = i % devices, i // devices
         base = start + timedelta(seconds=slot * READINGS_PER_MESSAGE)
         body = [
             {
@@ -225,8 +226,12 @@ def ingest_rate(
     log_dir: Path,
     receipts: bool = False,
     share_group: str = "",
+    devices: int = DEVICES,
 ) -> tuple[float, float, list[float]]:
-    """Messages/s from the broker's backlog to committed rows; CPU µs/msg, all and by worker."""
+    """Messages/s from the broker's backlog to committed rows; CPU µs/msg, all and by worker.
+
+    The backlog is spread over ``devices`` registered devices (``bench-00000`` on).
+    """
     settings = {"mqtt_receive_window": "5000", "db_pool_max": "4", "mqtt_share_group": share_group}
     tag = uuid.uuid4().hex[:6]
     env = ingest_env(db_url, mqtt_url, **settings)
@@ -237,7 +242,7 @@ def ingest_rate(
     _wait_connected(first.url, len(subscribers))
     first.stop()  # sessions and subscriptions stay at the broker, offline
     before = count_rows(db_url)
-    publish_backlog(mqtt_url, messages, start, receipts=receipts)
+    publish_backlog(mqtt_url, messages, start, receipts=receipts, devices=devices)
     target = before + messages * READINGS_PER_MESSAGE
     # The same client ids: the second one resumes the first one's sessions.
     second = ServiceProcess("ingest", env, log_dir / f"ingest-{tag}-2.log", workers=workers)

@@ -221,6 +221,33 @@ def _cost_rows(line: Line) -> list[Row]:
     ]
 
 
+def _scale_rows(line: Line) -> list[Row]:
+    largest = line["sizes"][-1]
+    rows: list[Row] = [
+        (
+            f"{name} intake at {largest:,} registered devices vs at 100 ({line['path']}), rate",
+            "",
+            "",
+            f"{line['ratio_median'][key][-1]:.2f}",
+            ">= 0.8",
+            _met(line["ratio_median"][key][-1] >= 0.8),
+        )
+        for name, key in (("MQTT", "mqtt"), ("HTTP", "http"))
+    ]
+    rows += [
+        (
+            f"{query} at {largest:,} devices, p95 ms",
+            _n(line["p95_ms_median"][query][-1]),
+            _n(line["p95_ms_median"][query][0]),
+            "",
+            "<= 200",
+            _met(line["p95_ms_median"][query][-1] <= 200),
+        )
+        for query in line["p95_ms_median"]
+    ]
+    return rows
+
+
 BENCHMARKS = (
     Benchmark("writer", (), ("--rows", "20000", "--runs", "1", "--path", "plain"), _writer_rows),
     Benchmark(
@@ -245,6 +272,23 @@ BENCHMARKS = (
     Benchmark("api_query", (), ("--days", "2", "--runs", "5", "--path", "plain"), _api_rows),
     Benchmark("device_footprint", (), ("--duration-s", "10", "--backlog", "2000"), _device_rows),
     Benchmark("console_paint", (), ("--devices", "1000", "--runs", "1"), _console_rows),
+    Benchmark(
+        "scale",
+        ("--plot", "docs/img/scale.png"),
+        (
+            "--sizes",
+            "1000",
+            "--messages",
+            "1000",
+            "--requests",
+            "200",
+            "--queries",
+            "5",
+            "--runs",
+            "1",
+        ),
+        _scale_rows,
+    ),
 )
 
 

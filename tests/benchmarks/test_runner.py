@@ -101,6 +101,12 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
             "fleet_data_ms": {"p50": 900.0, "max": 1200.0},
             "target_ms": 1000,
         },
+        "scale": {
+            "path": "plain",
+            "sizes": [100, 100_000],
+            "ratio_median": {"mqtt": [1.0, 0.85], "http": [1.0, 0.7]},
+            "p95_ms_median": {"fleet": [5.0, 150.0], "latest_page": [3.0, 250.0]},
+        },
     }
     records = [
         {"benchmark": b.name, "exit_status": 0, "lines": [lines[b.name]]} for b in BENCHMARKS
@@ -109,8 +115,10 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
     met = [row.strip().strip("|").split("|")[-1].strip() for row in rows]
     # writer, http (miss), mqtt vs count-only (miss), mqtt cpu (miss), receipts, default vs
     # shared, vs hobby, 1 worker (no target), latency, cost model (no target) x 2, api a, b,
-    # c (miss), device rss, cpu, commits, drain, console first paint, console data (miss)
+    # c (miss), device rss, cpu, commits, drain, console first paint, console data (miss),
+    # scale: mqtt, http (miss), fleet, latest (miss)
     assert met == [
         "yes", "**no**", "**no**", "**no**", "yes", "yes", "yes", "", "yes", "", "", "yes",
-        "yes", "**no**", "yes", "yes", "yes", "yes", "yes", "**no**",
+        "yes", "**no**", "yes", "yes", "yes", "yes", "yes", "**no**", "yes", "**no**", "yes",
+        "**no**",
     ]  # fmt: skip
