@@ -59,6 +59,8 @@ from tests.support.processes import ServiceProcess, ingest_env
 
 DEVICES = 100
 READINGS_PER_MESSAGE = 10
+# Packet ids are 16 bits: paho refuses a publish whose id is still waiting for its PUBACK.
+_MAX_UNACKED = 50_000
 
 
 def _client(url: str, client_id: str, *, clean: bool) -> mqtt.Client:
@@ -110,10 +112,17 @@ def publish_backlog(
             props.CorrelationData = i.to_bytes(4, "big")
         topic = f"{topic_prefix}/bench-{device:05d}"
         infos.append(client.publish(topic, json.dumps(body).encode(), qos=1, properties=props))
-    for info in infos:
-        info.wait_for_publish(120)
+        if len(infos) == _MAX_UNACKED:
+            _wait_published(infos)
+    _wait_published(infos)
     client.disconnect()
     client.loop_stop()
+
+
+def _wait_published(infos: list[mqtt.MQTTMessageInfo]) -> None:
+    for info in infos:
+        info.wait_for_publish(120)
+    infos.clear()
 
 
 def count_only(url: str, messages: int, start: datetime) -> tuple[float, float]:

@@ -139,8 +139,9 @@ def _seq_at_least(db_url: str, device_id: str, seq: int) -> Callable[[], bool]:
 
 
 def _caught_up(db_url: str, device_id: str, agent: AgentProcess) -> Callable[[], bool]:
-    """The agent has no backlog left: the ingest lags by a batch or two, and no error came
-    in the last 1.5 s (so the forwarder is not waiting out a 429 or a backoff).
+    """The agent has no backlog left: the ingest lags by a batch or two, every seq up to the
+    last stored one is stored, and no error came in the last 1.5 s (so the forwarder is not
+    waiting out a 429 or a backoff).
 
     Stopping earlier would leave readings in the spool, because the agent does not retry
     on its way out while backing off: correct (they go on the next start), but not what
@@ -149,8 +150,11 @@ def _caught_up(db_url: str, device_id: str, agent: AgentProcess) -> Callable[[],
 
     def check() -> bool:
         status = agent.status()
-        if (_device_seqs(db_url, device_id)[0] or 0) < status.next_seq - 31:
+        last_seq = _device_seqs(db_url, device_id)[0] or 0
+        if last_seq < status.next_seq - 31:
             return False
+        if count_readings(db_url) < last_seq * METRICS_PER_SET:
+            return False  # a batch before the last one is still on its way (sent again)
         if status.last_error_at is None:
             return True
         at = datetime.fromisoformat(status.last_error_at)
