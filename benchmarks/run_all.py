@@ -248,6 +248,29 @@ def _scale_rows(line: Line) -> list[Row]:
     return rows
 
 
+def _history_rows(line: Line) -> list[Row]:
+    where = f"{line['days']} days of 1 Hz data ({line['path']})"
+    rows: list[Row] = [
+        (
+            f"{what}, {where}, p95 ms",
+            _n(line[key]["p95_ms"]),
+            "",
+            "",
+            "<= 100" if key == "year_1d" else "",
+            _met(line[key]["p95_ms"] <= 100) if key == "year_1d" else "",
+        )
+        for key, what in (
+            ("year_1d", "the whole range as 1-day buckets"),
+            ("days30_1h", "30 days as 1-hour buckets"),
+            ("raw_hour_11_months", "a raw hour 11 months back"),
+        )
+    ]
+    rows.append(
+        (f"bytes a raw reading, {where}", _n(line["raw_bytes_per_reading"]), "", "", "", "")
+    )
+    return rows
+
+
 BENCHMARKS = (
     Benchmark("writer", (), ("--rows", "20000", "--runs", "1", "--path", "plain"), _writer_rows),
     Benchmark(
@@ -289,6 +312,7 @@ BENCHMARKS = (
         ),
         _scale_rows,
     ),
+    Benchmark("history", (), ("--days", "3", "--runs", "5", "--path", "plain"), _history_rows),
 )
 
 

@@ -107,6 +107,14 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
             "ratio_median": {"mqtt": [1.0, 0.85], "http": [1.0, 0.7]},
             "p95_ms_median": {"fleet": [5.0, 150.0], "latest_page": [3.0, 250.0]},
         },
+        "history": {
+            "path": "timescale",
+            "days": 365,
+            "year_1d": {"p95_ms": 120.0},
+            "days30_1h": {"p95_ms": 20.0},
+            "raw_hour_11_months": {"p95_ms": 30.0},
+            "raw_bytes_per_reading": 2.5,
+        },
     }
     records = [
         {"benchmark": b.name, "exit_status": 0, "lines": [lines[b.name]]} for b in BENCHMARKS
@@ -116,9 +124,10 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
     # writer, http (miss), mqtt vs count-only (miss), mqtt cpu (miss), receipts, default vs
     # shared, vs hobby, 1 worker (no target), latency, cost model (no target) x 2, api a, b,
     # c (miss), device rss, cpu, commits, drain, console first paint, console data (miss),
-    # scale: mqtt, http (miss), fleet, latest (miss)
+    # scale: mqtt, http (miss), fleet, latest (miss), history: year (miss), 30 days, raw
+    # hour, bytes (no targets)
     assert met == [
         "yes", "**no**", "**no**", "**no**", "yes", "yes", "yes", "", "yes", "", "", "yes",
         "yes", "**no**", "yes", "yes", "yes", "yes", "yes", "**no**", "yes", "**no**", "yes",
-        "**no**",
+        "**no**", "**no**", "", "", "",
     ]  # fmt: skip
