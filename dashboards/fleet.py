@@ -53,16 +53,16 @@ _RATE = (
     .id(2)
     .title("Readings per second")
     .description(
-        "Readings stored per second, fleet-wide, averaged over each bucket. Counted from raw "
-        "readings below a 1-minute bucket, from the 1-minute rollup below 1 hour, from the "
-        "1-hour rollup above."
+        "Readings stored per second, fleet-wide, averaged over each bucket of at least a "
+        "minute. Counted from the 1-minute rollup below 1 hour, from the 1-hour rollup above "
+        "(on plain PostgreSQL the newest minute fills in at the next rollup refresh)."
     )
     .datasource(PG)
     .with_target(Sql(queries.READINGS_PER_SECOND, SqlFormat.TIME_SERIES, ("time", "readings/s")))
     .span(16)
     .height(5)
     .unit(units.RequestsPerSecond)
-    .interval("1s")
+    .interval("1m")
 )
 
 _REJECT_REASONS = (
