@@ -1,10 +1,10 @@
 """Scheduled upkeep of the storage: partitions, retention, rollups and TimescaleDB policies.
 
 On plain PostgreSQL the ingest service runs these on a schedule (see ``ingest.jobs``):
-daily partitions are created ahead (and on demand by the writer), expired ones are
-detached and dropped, and the 1-minute and 1-hour rollups are refreshed from the minutes
-the writer marked dirty. On TimescaleDB the extension's own policies do this work; only
-dead-letter retention runs here.
+daily partitions of ``readings`` and ``readings_typed`` are created ahead (and on demand by
+the writer), expired ones are detached and dropped, and the 1-minute and 1-hour rollups are
+refreshed from the minutes the writer marked dirty. On TimescaleDB the extension's own
+policies do this work; only dead-letter retention runs here.
 """
 
 from __future__ import annotations
@@ -43,9 +43,18 @@ _PARTITION_LOCK = 0x7E1E_0002
 _ROLLUP_LOCK = 0x7E1E_0003
 _MAX_REFRESH_RANGE = timedelta(hours=6)  # bounds the memory of one aggregation statement
 
+#: The tables partitioned by day (readings_typed from schema version 7 on).
+PARTITIONED = ("readings", "readings_typed")
+_PARENTS = """
+SELECT c.relname FROM pg_class c
+WHERE c.relname = ANY(%s) AND c.relkind = 'p' AND c.relnamespace = current_schema()::regnamespace
+ORDER BY c.relname
+"""
 _EXISTING_PARTITIONS = """
-SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'readings'::regclass
+SELECT p.relname, c.relname FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class p ON p.oid = i.inhparent
+WHERE p.relname = ANY(%s) AND p.relkind = 'p' AND p.relnamespace = current_schema()::regnamespace
 """
 
 _REFRESH_1M = """
@@ -67,9 +76,9 @@ GROUP BY 1, 2, 3
 """
 
 
-def partition_name(day: date) -> str:
-    """Name of the plain-PostgreSQL partition holding ``day`` (UTC)."""
-    return f"readings_p{day:%Y%m%d}"
+def partition_name(day: date, table: str = "readings") -> str:
+    """Name of the plain-PostgreSQL partition of ``table`` holding ``day`` (UTC)."""
+    return f"{table}_p{day:%Y%m%d}"
 
 
 def _day_start(day: date) -> datetime:
@@ -83,22 +92,25 @@ async def create_day_partitions(conn: AsyncConnection[TupleRow], days: Iterable[
     async with conn.transaction():
         # IF NOT EXISTS is not race-free for partitions; writers and jobs take turns instead.
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_PARTITION_LOCK])
-        cur = await conn.execute(_EXISTING_PARTITIONS)
-        existing = {row[0] for row in await cur.fetchall()}
-        for day in wanted:
-            name = partition_name(day)
-            if name in existing:
-                continue
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
-                ).format(
-                    sql.Identifier(name),
-                    sql.Literal(_day_start(day)),
-                    sql.Literal(_day_start(day + timedelta(days=1))),
+        parents = [
+            row[0] for row in await (await conn.execute(_PARENTS, [list(PARTITIONED)])).fetchall()
+        ]
+        cur = await conn.execute(_EXISTING_PARTITIONS, [list(PARTITIONED)])
+        existing = {row[1] for row in await cur.fetchall()}
+        for parent in parents:
+            for day in wanted:
+                name = partition_name(day, parent)
+                if name in existing:
+                    continue
+                await conn.execute(
+                    sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+                        sql.Identifier(name),
+                        sql.Identifier(parent),
+                        sql.Literal(_day_start(day)),
+                        sql.Literal(_day_start(day + timedelta(days=1))),
+                    )
                 )
-            )
-            created.append(name)
+                created.append(name)
     if created:
         log.info("created partitions %s", ", ".join(created))
     return created
@@ -138,16 +150,18 @@ async def apply_retention(
     cutoff = now - timedelta(days=retention_days)
     dropped: list[str] = []
     if plain:
-        cur = await conn.execute(_EXISTING_PARTITIONS)
-        for (name,) in await cur.fetchall():
+        cur = await conn.execute(_EXISTING_PARTITIONS, [list(PARTITIONED)])
+        for parent, name in sorted(await cur.fetchall()):
             try:
-                day = datetime.strptime(name, "readings_p%Y%m%d").replace(tzinfo=UTC).date()
+                day = datetime.strptime(name, f"{parent}_p%Y%m%d").replace(tzinfo=UTC).date()
             except ValueError:
                 continue  # not one of ours: leave it alone
             if _day_start(day + timedelta(days=1)) <= cutoff:
                 ident = sql.Identifier(name)
                 await conn.execute(
-                    sql.SQL("ALTER TABLE readings DETACH PARTITION {} CONCURRENTLY").format(ident)
+                    sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(
+                        sql.Identifier(parent), ident
+                    )
                 )
                 await conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 dropped.append(name)
@@ -218,26 +232,36 @@ async def refresh_rollups(
 
 
 async def apply_timescale_policies(
-    conn: AsyncConnection[TupleRow], storage: StorageSettings, *, with_rollups: bool
+    conn: AsyncConnection[TupleRow],
+    storage: StorageSettings,
+    *,
+    with_rollups: bool,
+    with_typed: bool = False,
 ) -> None:
-    """(Re)apply chunking, compression, retention and refresh policies from ``storage``."""
+    """(Re)apply chunking, compression, retention and refresh policies from ``storage``.
+
+    ``with_rollups``: the continuous aggregates exist (version 3); ``with_typed``: so does
+    readings_typed (version 7), which gets the policies of readings.
+    """
     retention = timedelta(days=storage.retention_days)
     # The refresh window reaches past the compression horizon: late rows land in chunks
     # that are still uncompressed or are decompressed on insert, and are re-aggregated.
     refresh_window = timedelta(days=storage.compress_after_days + 1)
-    statements: list[tuple[LiteralString, list[object]]] = [
-        (
-            "SELECT set_chunk_time_interval('readings', %s::interval)",
-            [timedelta(hours=storage.chunk_interval_hours)],
-        ),
-        ("SELECT remove_compression_policy('readings', if_exists => true)", []),
-        (
-            "SELECT add_compression_policy('readings', %s::interval)",
-            [timedelta(days=storage.compress_after_days)],
-        ),
-        ("SELECT remove_retention_policy('readings', if_exists => true)", []),
-        ("SELECT add_retention_policy('readings', %s::interval)", [retention]),
-    ]
+    statements: list[tuple[LiteralString, list[object]]] = []
+    for table in ("readings", "readings_typed") if with_typed else ("readings",):
+        statements += [
+            (
+                "SELECT set_chunk_time_interval(%s::regclass, %s::interval)",
+                [table, timedelta(hours=storage.chunk_interval_hours)],
+            ),
+            ("SELECT remove_compression_policy(%s::regclass, if_exists => true)", [table]),
+            (
+                "SELECT add_compression_policy(%s::regclass, %s::interval)",
+                [table, timedelta(days=storage.compress_after_days)],
+            ),
+            ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [table]),
+            ("SELECT add_retention_policy(%s::regclass, %s::interval)", [table, retention]),
+        ]
     if with_rollups:
         for view, step, every in (
             ("readings_1m", timedelta(minutes=1), timedelta(minutes=1)),

@@ -4,7 +4,10 @@ Each version is one SQL file in ``ingest/sql``: ``NNN_name.sql`` for both storag
 ``NNN_name.plain.sql`` and ``NNN_name.timescale.sql`` where they differ. ``schema_version``
 records what was applied; running ``migrate`` again applies only what is missing, then
 re-applies the settings (retention, chunking, policies) so that changing them takes effect.
-Concurrent runs serialize on an advisory lock.
+Every version missing from ``schema_version`` is applied, in order, not only those above
+the newest applied: versions developed side by side (a database that has 7 and 8 gets 6
+when it arrives) land wherever they were merged. Concurrent runs serialize on an advisory
+lock.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (3, "rollups"),
     (4, "latest"),
     (5, "rollup_time_index"),
+    (7, "typed_values"),
+    (8, "device_attributes"),
 )
 
 _LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run
@@ -152,6 +157,8 @@ async def _migrate_locked(
 ) -> MigrationResult:
     await conn.execute(_VERSION_TABLE)
     current, existing_mode = await schema_state(conn)
+    cur = await conn.execute("SELECT version FROM schema_version")
+    done = {int(row[0]) for row in await cur.fetchall()}
     if current > target:
         raise MigrationError(
             f"the schema is at version {current}, newer than {target}; downgrades are not supported"
@@ -161,7 +168,7 @@ async def _migrate_locked(
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     applied = []
     for version, name in MIGRATIONS:
-        if current < version <= target:
+        if version not in done and version <= target:
             async with conn.transaction():
                 await conn.execute(_sql_for(version, name, mode).encode())
                 await conn.execute(
@@ -196,4 +203,6 @@ async def _apply_settings(
             conn, datetime.now(UTC), ahead_days=storage.partitions_ahead_days
         )
         return
-    await maintenance.apply_timescale_policies(conn, storage, with_rollups=version >= 3)
+    await maintenance.apply_timescale_policies(
+        conn, storage, with_rollups=version >= 3, with_typed=version >= 7
+    )
