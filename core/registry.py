@@ -1,5 +1,8 @@
 """Device registry: devices with secret tokens, found by token or id, tokens rotated.
 
+A device may be a gateway, which sends readings for the devices attached to it (its
+children, found by :func:`child_of`).
+
 Tokens are 256 random bits, shown once and stored only as their SHA-256 digest (a slow
 password hash buys nothing for secrets with that much entropy). A lookup finds the row by
 digest and then compares digests in constant time, so neither the index nor the comparison
@@ -27,6 +30,7 @@ from core.errors import DeviceExistsError
 __all__ = [
     "DeviceRef",
     "NewDevice",
+    "child_of",
     "create_device",
     "device_by_id",
     "device_by_token",
@@ -40,25 +44,28 @@ __all__ = [
 _TOKEN_PREFIX = "dt_"  # noqa: S105  (a prefix that makes leaked tokens easy to scan for)
 
 _INSERT_DEVICE = """
-INSERT INTO devices (device_id, name, metadata, token_hash, expected_interval_s)
-VALUES (%s, %s, %s::jsonb, %s, %s) RETURNING device_key
+INSERT INTO devices (device_id, name, metadata, token_hash, expected_interval_s, gateway)
+VALUES (%s, %s, %s::jsonb, %s, %s, %s) RETURNING device_key
 """
 _UPSERT_TOKENLESS = """
 INSERT INTO devices (device_id) VALUES (%s)
-ON CONFLICT (device_id) DO UPDATE SET device_id = excluded.device_id RETURNING device_key
+ON CONFLICT (device_id) DO UPDATE SET device_id = excluded.device_id
+RETURNING device_key, gateway
 """
 _SET_TOKEN = "UPDATE devices SET token_hash = %s WHERE device_id = %s"  # noqa: S105
-_BY_TOKEN = "SELECT device_key, device_id, token_hash FROM devices WHERE token_hash = %s"  # noqa: S105
-_BY_ID = "SELECT device_key FROM devices WHERE device_id = %s"
-_BY_IDS = "SELECT device_key, device_id FROM devices WHERE device_id = ANY(%s)"
+_BY_TOKEN = "SELECT device_key, device_id, token_hash, gateway FROM devices WHERE token_hash = %s"  # noqa: S105
+_BY_ID = "SELECT device_key, gateway FROM devices WHERE device_id = %s"
+_BY_IDS = "SELECT device_key, device_id, gateway FROM devices WHERE device_id = ANY(%s)"
+_CHILD = "SELECT device_key FROM devices WHERE device_id = %s AND gateway_key = %s"
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceRef:
-    """A registered device as the intake sees it."""
+    """A registered device as the intake sees it; a ``gateway`` may send for its children."""
 
     device_key: int
     device_id: str
+    gateway: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +94,18 @@ async def create_device(
     name: str | None = None,
     metadata: dict[str, Any] | None = None,
     expected_interval_s: int | None = None,
+    gateway: bool = False,
 ) -> NewDevice:
     """Register ``device_id`` with a fresh token; DeviceExistsError if it is taken."""
     token = generate_token()
-    params = [device_id, name, json.dumps(metadata or {}), hash_token(token), expected_interval_s]
+    params = [
+        device_id,
+        name,
+        json.dumps(metadata or {}),
+        hash_token(token),
+        expected_interval_s,
+        gateway,
+    ]
     try:
         async with conn.transaction():
             row = await (await conn.execute(_INSERT_DEVICE, params)).fetchone()
@@ -106,7 +121,7 @@ async def register_device_without_token(
     """Find or create ``device_id`` with no token (MQTT auto-registration)."""
     row = await (await conn.execute(_UPSERT_TOKENLESS, [device_id])).fetchone()
     assert row is not None
-    return DeviceRef(int(row[0]), device_id)
+    return DeviceRef(int(row[0]), device_id, bool(row[1]))
 
 
 async def rotate_token(conn: AsyncConnection[TupleRow], device_id: str) -> str | None:
@@ -121,12 +136,20 @@ async def device_by_token(conn: AsyncConnection[TupleRow], digest: bytes) -> Dev
     row = await (await conn.execute(_BY_TOKEN, [digest])).fetchone()
     if row is None or not hmac.compare_digest(bytes(row[2]), digest):
         return None
-    return DeviceRef(int(row[0]), str(row[1]))
+    return DeviceRef(int(row[0]), str(row[1]), bool(row[3]))
 
 
 async def device_by_id(conn: AsyncConnection[TupleRow], device_id: str) -> DeviceRef | None:
     """Return the registered device called ``device_id``, or None."""
     row = await (await conn.execute(_BY_ID, [device_id])).fetchone()
+    return None if row is None else DeviceRef(int(row[0]), device_id, bool(row[1]))
+
+
+async def child_of(
+    conn: AsyncConnection[TupleRow], gateway: DeviceRef, device_id: str
+) -> DeviceRef | None:
+    """Return ``device_id`` if it is attached to ``gateway``, else None."""
+    row = await (await conn.execute(_CHILD, [device_id, gateway.device_key])).fetchone()
     return None if row is None else DeviceRef(int(row[0]), device_id)
 
 
@@ -135,4 +158,4 @@ async def devices_by_ids(
 ) -> dict[str, DeviceRef]:
     """Return the registered devices among ``device_ids`` (one query), by id."""
     rows = await (await conn.execute(_BY_IDS, [device_ids])).fetchall()
-    return {str(row[1]): DeviceRef(int(row[0]), str(row[1])) for row in rows}
+    return {str(row[1]): DeviceRef(int(row[0]), str(row[1]), bool(row[2])) for row in rows}

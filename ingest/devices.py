@@ -2,7 +2,9 @@
 
 A revoked or rotated token keeps working in other processes for at most ``ttl_s``;
 unknown tokens and ids are remembered for ``negative_ttl_s`` so that a device hammering
-with a bad token costs no query per request. Lookups run on a connection lent by the
+with a bad token costs no query per request. A gateway's children are looked up and cached
+the same way: a child attached through the API is accepted within ``negative_ttl_s``, and
+a detached one refused within ``ttl_s``. Lookups run on a connection lent by the
 writer, so a database failure arrives as :class:`~ingest.errors.StorageError`.
 """
 
@@ -20,6 +22,7 @@ from psycopg.rows import TupleRow
 
 from core.registry import (
     DeviceRef,
+    child_of,
     device_by_id,
     device_by_token,
     devices_by_ids,
@@ -65,6 +68,7 @@ class DeviceDirectory:
         self.max_entries = max_entries
         self._by_digest: _Cache = {}
         self._by_id: _Cache = {}
+        self._children: _Cache = {}  # (gateway key, child id) -> the child
 
     def cached_id(self, device_id: str) -> DeviceRef | Miss | None:
         """Return the cached answer for ``device_id``, or MISS when a query is needed.
@@ -84,13 +88,19 @@ class DeviceDirectory:
         self._remember(self._by_digest, digest, ref)
         return ref
 
-    async def by_id(self, device_id: str) -> DeviceRef | None:
-        """Return the device called ``device_id`` (registering it with AUTO_REGISTER), or None."""
+    async def by_id(self, device_id: str, *, register: bool = True) -> DeviceRef | None:
+        """Return the device called ``device_id`` (registering it with AUTO_REGISTER), or None.
+
+        ``register=False`` never registers: for what a device says about itself, which a
+        broker may replay long after the device was deleted.
+        """
         cached = self._peek(self._by_id, device_id)
         if not isinstance(cached, Miss):
             return cached
         async with self._lend() as conn:
             ref = await device_by_id(conn, device_id)
+            if ref is None and not register:
+                return None  # not remembered: telemetry may yet register it
             if ref is None and self.auto_register:
                 ref = await register_device_without_token(conn, device_id)
                 log.info("device %s registered automatically (AUTO_REGISTER=true)", device_id)
@@ -113,6 +123,21 @@ class DeviceDirectory:
             ref = found.get(device_id)
             if ref is not None or not self.auto_register:
                 self._remember(self._by_id, device_id, ref)
+
+    def cached_child(self, gateway: DeviceRef, device_id: str) -> DeviceRef | Miss | None:
+        """Return the cached answer for a child of ``gateway``, or MISS (synchronous)."""
+        return self._peek(self._children, (gateway.device_key, device_id))
+
+    async def child(self, gateway: DeviceRef, device_id: str) -> DeviceRef | None:
+        """Return ``device_id`` if it is attached to ``gateway``, else None."""
+        key = (gateway.device_key, device_id)
+        cached = self._peek(self._children, key)
+        if not isinstance(cached, Miss):
+            return cached
+        async with self._lend() as conn:
+            ref = await child_of(conn, gateway, device_id)
+        self._remember(self._children, key, ref)
+        return ref
 
     def forget(self, device_id: str) -> None:
         """Drop cached entries of ``device_id`` in this process (after delete or rotation)."""

@@ -1,4 +1,4 @@
-"""HTTP intake: ``POST /v1/telemetry`` and the health and metrics endpoints.
+"""HTTP intake: ``POST /v1/telemetry``, ``PUT /v1/attributes``, health and metrics endpoints.
 
 A response is sent only after the readings it reports are committed. Status codes:
 200 with per-item results; 400 malformed body (named, and dead-lettered); 401 missing or
@@ -24,11 +24,13 @@ from core.ratelimit import TokenBuckets
 from core.registry import DeviceRef
 from ingest.devices import Lender
 from ingest.errors import OverloadedError, StorageDataError, StorageError, StorageUnavailableError
-from ingest.intake import Intake, accept, answer
+from ingest.intake import Intake, accept, answer, refuse
 from ingest.metrics import METRICS, render
-from ingest.pipeline import Submission
+from ingest.pipeline import Outcome, Submission
+from ingest.records import AttributeReport
 from ingest.settings import HttpSettings
-from ingest.wire import Format, Reason
+from ingest.wire import Format, Reason, Reject
+from ingest.wire.attributes import parse_attributes
 
 __all__ = [
     "HTTP",
@@ -165,19 +167,49 @@ async def post_telemetry(request: web.Request) -> web.Response:
         )
     body = await _read_body(request, http)
     sub = Submission(datetime.now(UTC))
-    verdict = accept(sub, body, fmt, device, source="http", rules=intake.rules)
+    try:
+        # Types, units and a gateway's children may need a look-up the first time.
+        verdict = await accept(sub, body, fmt, device, source="http", intake=intake)
+    except StorageError as exc:
+        raise _unavailable("database unavailable, retry later") from exc
     if verdict.whole is not None:
         await _commit_quietly(intake, sub)
         raise Problem(400, verdict.whole.reason.value, verdict.whole.detail)
+    outcome = await _commit(intake, sub, device)
+    return web.json_response(answer(outcome.accepted, outcome.duplicates, verdict.rejects))
+
+
+@routes.put("/v1/attributes")
+async def put_attributes(request: web.Request) -> web.Response:
+    """Store what the device reports about itself (replacing its last report); 204 on commit."""
+    http = request.app[HTTP]
+    intake = http.intake
+    device = await _authenticate(request, intake)
+    if request.content_type != "application/json":
+        raise Problem(415, "unsupported_media_type", "send application/json")
+    body = await _read_body(request, http)
+    sub = Submission(datetime.now(UTC))
+    report = parse_attributes(body)
+    if isinstance(report, Reject):
+        refuse(sub, report.reason, report.detail, body, source="http", device_id=device.device_id)
+        await _commit_quietly(intake, sub)
+        status = 413 if report.reason is Reason.TOO_LARGE else 400
+        raise Problem(status, report.reason.value, report.detail)
+    sub.attributes.append(AttributeReport(device.device_key, report, sub.received_at))
+    await _commit(intake, sub, device)
+    return web.Response(status=204)
+
+
+async def _commit(intake: Intake, sub: Submission, device: DeviceRef) -> Outcome:
+    """Submit ``sub`` and wait for its commit; push back or fail as the HTTP answer says."""
     try:
         intake.pipeline.submit_nowait(sub)
-        outcome = await sub.future
+        return await sub.future
     except (OverloadedError, StorageUnavailableError) as exc:
         raise _unavailable(one_line(exc)) from exc
     except StorageDataError as exc:
         log.exception("device %s: batch rejected by the database", device.device_id)
         raise Problem(500, "storage_error", "the database rejected the batch") from exc
-    return web.json_response(answer(outcome.accepted, outcome.duplicates, verdict.rejects))
 
 
 async def _commit_quietly(intake: Intake, sub: Submission) -> None:

@@ -4,10 +4,17 @@ MQTT (:mod:`ingest.mqtt_intake`) and HTTP (:mod:`ingest.http`) both call :func:`
 once the device is known, and :func:`refuse` for a message rejected before its payload is
 read. :class:`Intake` is what they share: the pipeline, the device directory and the rules.
 
-Accepted items become reading-sets of the :class:`~ingest.pipeline.Submission`; every
-rejected item, and a message rejected whole, becomes a dead letter with its reason, detail
-and raw payload (the item's own JSON where it can be cut out, else the whole message),
-committed in the same batch as the readings.
+Accepted items become reading-sets of the :class:`~ingest.pipeline.Submission` (numbers)
+and typed sets (booleans and strings); every rejected item, and a message rejected whole,
+becomes a dead letter with its reason, detail and raw payload (the item's own JSON where it
+can be cut out, else the whole message), committed in the same batch as the readings.
+
+Besides what the parser checks, an item is rejected here when it is older than the
+retention (``too_old``), when a gateway names a device that is not its child
+(``not_a_child``), when a value is not of its metric's type (``type_mismatch``) or a unit
+is not the device's unit of the metric (``unit_mismatch``), in that order. Items of
+numbers only, of the sender itself and for metrics known to hold numbers, take a short
+path that needs nothing but the cache.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.registry import DeviceRef
+from ingest.catalog import Catalog
+from ingest.checks import check_items
 from ingest.devices import DeviceDirectory
 from ingest.metrics import METRICS
 from ingest.pipeline import Pipeline, Submission
 from ingest.records import DeadLetter, Source
-from ingest.wire import Format, Limits, Reason, Reject, parse_payload
+from ingest.wire import Format, Item, Limits, Reason, Reject, parse_payload
 
 __all__ = ["Intake", "IntakeRules", "Verdict", "accept", "answer", "refuse"]
 
@@ -58,38 +67,72 @@ class Intake:
 
     pipeline: Pipeline
     devices: DeviceDirectory
+    catalog: Catalog
     rules: IntakeRules
 
 
-def accept(
+async def accept(
     sub: Submission,
     body: bytes,
     fmt: Format,
     device: DeviceRef,
     *,
     source: Source,
-    rules: IntakeRules,
+    intake: Intake,
 ) -> Verdict:
     """Parse ``body`` of ``device`` and add its readings and dead letters to ``sub``."""
-    parsed = parse_payload(body, fmt, device.device_id, sub.received_at, rules.limits)
-    for reject in parsed.rejects:
-        if reject.index < 0:
-            refuse(
-                sub, reject.reason, reject.detail, body, source=source, device_id=device.device_id
-            )
-            return Verdict(reject, [], parsed.total)
-    retention = rules.retention
-    oldest = sub.received_at - retention
+    parsed = parse_payload(
+        body, fmt, device.device_id, sub.received_at, intake.rules.limits, gateway=device.gateway
+    )
+    whole = next((reject for reject in parsed.rejects if reject.index < 0), None)
+    if whole is not None:
+        refuse(sub, whole.reason, whole.detail, body, source=source, device_id=device.device_id)
+        return Verdict(whole, [], parsed.total)
     rejects = list(parsed.rejects)
     from_parser = len(rejects)
+    other = _add_numbers(sub, parsed.items, device, intake, rejects)
+    if other:
+        for checked in await check_items(other, device, intake.devices, intake.catalog):
+            if isinstance(checked, Reject):
+                rejects.append(checked)
+            else:
+                item = checked.item
+                sub.add(checked.device_key, item.ts, item.seq, item.values, item.typed)
+    if rejects:
+        if len(rejects) > from_parser:
+            rejects.sort(key=lambda r: r.index)
+        sub.dead_letters += _dead_letters(rejects, body, source, device.device_id, sub.received_at)
+        _log_rejects(source, device.device_id, rejects, parsed.total)
+    return Verdict(None, rejects, parsed.total)
+
+
+def _add_numbers(
+    sub: Submission, items: list[Item], device: DeviceRef, intake: Intake, rejects: list[Reject]
+) -> list[Item]:
+    """Add the items of known numeric metrics of ``device`` itself; return the others.
+
+    Items older than the retention are rejected here (``too_old``) whatever they hold.
+    """
+    retention = intake.rules.retention
+    oldest = sub.received_at - retention
     sets, newest = sub.sets, sub.newest_ts
     device_key = device.device_key
     seqs = sub.devices.setdefault(device_key, [])
-    for item in parsed.items:  # one pass: this runs for every reading-set received
+    numbers = intake.catalog.numbers
+    other: list[Item] = []
+    for item in items:  # one pass: this runs for every reading-set received
         ts = item.ts
         if ts < oldest:
             detail = f"ts is older than the retention of {retention.days} days"
             rejects.append(Reject(item.index, Reason.TOO_OLD, detail))
+            continue
+        if (
+            item.typed is not None
+            or item.units is not None
+            or item.device_id is not None
+            or not numbers.issuperset(item.values)
+        ):
+            other.append(item)
             continue
         sets.append((device_key, ts, item.values))
         if item.seq is not None:
@@ -97,12 +140,7 @@ def accept(
         if newest is None or ts > newest:
             newest = ts
     sub.newest_ts = newest
-    if rejects:
-        if len(rejects) > from_parser:
-            rejects.sort(key=lambda r: r.index)
-        sub.dead_letters += _dead_letters(rejects, body, source, device.device_id, sub.received_at)
-        _log_rejects(source, device.device_id, rejects, parsed.total)
-    return Verdict(None, rejects, parsed.total)
+    return other
 
 
 def refuse(

@@ -1,6 +1,7 @@
 """The newest value per device and metric, folded in memory and upserted once a second.
 
-``latest_readings`` is derived data. Committed batches are folded here
+``latest_readings`` is derived data; a value keeps its type (number, boolean or string),
+each in its own column. Committed batches are folded here
 (:meth:`LatestValues.fold`), and a background task upserts the fold every ``flush_s``,
 which costs one row per key a second instead of one per key a batch. A row only moves to a
 strictly newer time, so late readings and the flushes of other writers cannot move it back.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from psycopg import AsyncConnection
@@ -24,14 +25,14 @@ from ingest.connections import Connections
 from ingest.errors import StorageError
 from ingest.metric_keys import MetricKeys
 from ingest.metrics import METRICS
-from ingest.records import ReadingSet
 
 __all__ = ["LatestValues"]
 
 log = logging.getLogger(__name__)
 
+_Value = float | bool | str
 #: {device_key: {metric name: (ts, value)}}: newest committed values not yet in the table.
-_Fold = dict[int, dict[str, tuple[datetime, float]]]
+_Fold = dict[int, dict[str, tuple[datetime, _Value]]]
 
 
 class LatestValues(AsyncResource):
@@ -78,7 +79,7 @@ class LatestValues(AsyncResource):
         self._require_open()
         await self._flush()
 
-    def fold(self, sets: Sequence[ReadingSet]) -> None:
+    def fold(self, sets: Sequence[tuple[int, datetime, Mapping[str, _Value]]]) -> None:
         """Keep the newest value per device and metric of committed ``sets``."""
         fold = self._fold
         for device_key, ts, values in sets:
@@ -137,6 +138,15 @@ class LatestValues(AsyncResource):
                 copy.set_types(statements.LATEST_TYPES)
                 for device_key, values in pending.items():
                     for name, (ts, value) in values.items():
-                        await copy.write_row((device_key, keys[name], ts, value))
+                        await copy.write_row((device_key, keys[name], ts, *_columns(value)))
             cur = await conn.execute(statements.MERGE_LATEST)
             return cur.rowcount
+
+
+def _columns(value: _Value) -> tuple[float | None, bool | None, str | None]:
+    """Put a value in the column of its type: (number, boolean, string)."""
+    if isinstance(value, bool):
+        return None, value, None
+    if isinstance(value, str):
+        return None, None, value
+    return value, None, None

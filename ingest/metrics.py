@@ -45,6 +45,7 @@ class Metrics:
     db_retries: Counter
     batches_deduplicated: Counter
     latest_rows: Counter
+    attribute_reports: Counter
     queue_rows: Gauge
     mqtt_connected: Gauge
 
@@ -89,6 +90,12 @@ METRICS = Metrics(
         "Batches that held a stored reading and went through INSERT ... ON CONFLICT",
     ),
     latest_rows=Counter("ingest_latest_rows", "Rows of latest_readings upserted"),
+    attribute_reports=Counter(
+        "ingest_attribute_reports",
+        "Devices' reports about themselves (attributes), by outcome: stored, rejected (dead"
+        " letter), unknown_device (a registered device's report is gone with it), cleared",
+        ["outcome"],
+    ),
     queue_rows=Gauge(
         "ingest_queue_rows", "Rows queued or being written", multiprocess_mode="livesum"
     ),

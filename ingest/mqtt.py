@@ -2,9 +2,12 @@
 
 :class:`MqttConsumer` keeps one paho-mqtt 2.x client (MQTT 5 or 3.1.1) connected through
 :class:`core.mqtt_link.MqttLink` and subscribes on every connection to
-``$share/<group>/telemetry/#`` at QoS 1 (``telemetry/#`` without a group), with a
-persistent session and manual acknowledgement: :meth:`MqttConsumer.ack` sends a PUBACK
-only when the caller says the message is committed (or dead-lettered).
+``$share/<group>/telemetry/#`` and ``$share/<group>/attributes/+`` at QoS 1 (without the
+prefix when there is no group), with a persistent session and manual acknowledgement:
+:meth:`MqttConsumer.ack` sends a PUBACK only when the caller says the message is
+committed (or dead-lettered). Devices publish their attributes retained: a plain
+subscription gets every device's last report when it is made (with MQTT 5, only when the
+session does not have it already), a shared one only what is published while it exists.
 
 The inbox between the socket and :meth:`MqttConsumer.receive` is bounded by
 ``mqtt_receive_window``. With MQTT 5 that is the Receive Maximum we announce, so the broker
@@ -31,6 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers, writeBytes
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.backoff import Backoff
 from core.lifecycle import AsyncResource
@@ -252,9 +256,17 @@ class MqttConsumer(AsyncResource):
         group = self.settings.mqtt_share_group
         # No group: a plain subscription, which Mosquitto 2.0 restores across its restarts
         # (a shared one it does not; docs/reliability.md). For a single consumer only.
-        topic = f"$share/{group}/telemetry/#" if group else "telemetry/#"
+        prefix = f"$share/{group}/" if group else ""
+        topics = [f"{prefix}telemetry/#", f"{prefix}attributes/+"]
         self._subscribed = False
-        _, self._subscribe_mid = client.subscribe(topic, qos=1)
+        if self.settings.mqtt_protocol == "5":
+            # Retained reports again only for a new subscription, not on every reconnect.
+            options = SubscribeOptions(
+                qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB
+            )
+            _, self._subscribe_mid = client.subscribe([(t, options) for t in topics])
+        else:
+            _, self._subscribe_mid = client.subscribe([(t, 1) for t in topics])
         if self.settings.mqtt_protocol == "5":
             # Devices wait for commit receipts only where the platform says it sends them.
             client.publish(ANNOUNCE_TOPIC, b"1", qos=1, retain=True)
@@ -263,7 +275,7 @@ class MqttConsumer(AsyncResource):
             self.address,
             self.client_id,
             "resumed" if session_present else "new",
-            topic,
+            " and ".join(topics),
         )
 
     def _on_subscribe(

@@ -1,6 +1,7 @@
 """MQTT intake: deliveries from the consumer, through the accept step, acknowledged after commit.
 
-One message goes :meth:`MqttConsumer.receive <ingest.mqtt.MqttConsumer.receive>` →
+Telemetry and devices' reports about themselves (``attributes/{device_id}``) take the same
+way. One message goes :meth:`MqttConsumer.receive <ingest.mqtt.MqttConsumer.receive>` →
 :meth:`MqttIntake.handle` (topic, size, device) → :func:`ingest.intake.accept` →
 :meth:`Pipeline.submit <ingest.pipeline.Pipeline.submit>`
 → commit → the ``ack`` callable given at construction, then the receipts that were asked
@@ -20,14 +21,18 @@ from datetime import UTC, datetime
 
 from core.errors import one_line
 from core.lifecycle import AsyncResource, ResourceState
+from core.registry import DeviceRef
 from ingest.devices import Miss
 from ingest.errors import IngestError
 from ingest.intake import Intake, accept, refuse
 from ingest.metrics import METRICS
 from ingest.mqtt import Delivery
-from ingest.pipeline import Outcome, Submission
+from ingest.pipeline import Outcome, Span, Submission
 from ingest.receipts import ReceiptSender, receipt_body, receipt_topic
+from ingest.records import AttributeReport
 from ingest.wire import Reason, Reject, parse_topic
+from ingest.wire.attributes import parse_attributes
+from ingest.wire.topics import ATTRIBUTES_PREFIX, parse_attributes_topic
 
 __all__ = ["Ack", "MqttIntake", "Receive"]
 
@@ -48,8 +53,7 @@ class _Receipt:
 
     topic: str
     correlation: bytes | None
-    start: int
-    end: int
+    span: Span
     rejects: list[Reject]
 
 
@@ -118,34 +122,82 @@ class MqttIntake(AsyncResource):
 
     async def _add(self, sub: Submission, delivery: Delivery) -> _Receipt | None:
         """Add one message to ``sub``; return what its receipt needs, if it asked for one."""
-        intake, body = self._intake, delivery.payload
+        body = delivery.payload
+        if delivery.topic.startswith(ATTRIBUTES_PREFIX):
+            await self._add_attributes(sub, delivery)
+            return None
         topic = parse_topic(delivery.topic)
         if isinstance(topic, Reject):
             refuse(sub, topic.reason, topic.detail, body, source="mqtt", device_id=None)
             return None  # no device, so no receipts topic it may read
         device_id, fmt = topic
-        start = len(sub.sets)
-        if len(body) > self._max_payload_bytes:
-            detail = f"payload of {len(body)} bytes over {self._max_payload_bytes}"
-            refuse(sub, Reason.TOO_LARGE, detail, body, source="mqtt", device_id=device_id)
-            rejects = [Reject(-1, Reason.TOO_LARGE, detail)]
+        start, typed_start = len(sub.sets), len(sub.typed)
+        device = await self._device(sub, delivery, device_id)
+        if isinstance(device, Reject):
+            rejects = [device]
         else:
-            device = intake.devices.cached_id(device_id)
-            if isinstance(device, Miss):
-                device = await intake.devices.by_id(device_id)
-            if device is None:
-                detail = f"device {device_id} is not registered (register it through the API)"
-                refuse(sub, Reason.UNKNOWN_DEVICE, detail, body, source="mqtt", device_id=device_id)
-                rejects = [Reject(-1, Reason.UNKNOWN_DEVICE, detail)]
-            else:
-                verdict = accept(sub, body, fmt, device, source="mqtt", rules=intake.rules)
-                rejects = verdict.rejects if verdict.whole is None else [verdict.whole]
+            verdict = await accept(sub, body, fmt, device, source="mqtt", intake=self._intake)
+            rejects = verdict.rejects if verdict.whole is None else [verdict.whole]
         if delivery.response_topic is None:
             return None
         receipt_to = receipt_topic(device_id, delivery.response_topic)
         if receipt_to is None:
             return None
-        return _Receipt(receipt_to, delivery.correlation, start, len(sub.sets), rejects)
+        return _Receipt(receipt_to, delivery.correlation, sub.span(start, typed_start), rejects)
+
+    async def _device(
+        self, sub: Submission, delivery: Delivery, device_id: str
+    ) -> DeviceRef | Reject:
+        """Find the registered device of a message; refuse one too large or of a stranger."""
+        body, devices = delivery.payload, self._intake.devices
+        if len(body) > self._max_payload_bytes:
+            reject = Reject(
+                -1, Reason.TOO_LARGE, f"payload of {len(body)} bytes over {self._max_payload_bytes}"
+            )
+        else:
+            device = devices.cached_id(device_id)
+            if isinstance(device, Miss):
+                device = await devices.by_id(device_id)
+            if device is not None:
+                return device
+            detail = f"device {device_id} is not registered (register it through the API)"
+            reject = Reject(-1, Reason.UNKNOWN_DEVICE, detail)
+        refuse(sub, reject.reason, reject.detail, body, source="mqtt", device_id=device_id)
+        return reject
+
+    async def _add_attributes(self, sub: Submission, delivery: Delivery) -> None:
+        """Add a device's report about itself to ``sub``, or its dead letter.
+
+        Reports are retained, so the broker hands every new subscription the last report of
+        every device that ever sent one, deleted devices included: a report of a device
+        that is not registered is counted and logged, not dead-lettered at every start. An
+        empty payload clears a retained message (MQTT's way to delete one): nothing to
+        store.
+        """
+        body = delivery.payload
+        device_id = parse_attributes_topic(delivery.topic)
+        if isinstance(device_id, Reject):
+            refuse(sub, device_id.reason, device_id.detail, body, source="mqtt", device_id=None)
+            METRICS.attribute_reports.labels("rejected").inc()
+            return
+        if not body:
+            METRICS.attribute_reports.labels("cleared").inc()
+            return
+        devices = self._intake.devices
+        device = devices.cached_id(device_id)
+        if isinstance(device, Miss):
+            device = await devices.by_id(device_id, register=False)
+        if device is None:
+            log.info("attributes of %s ignored: the device is not registered", device_id)
+            METRICS.attribute_reports.labels("unknown_device").inc()
+            return
+        report = parse_attributes(body)
+        if isinstance(report, Reject):
+            refuse(sub, report.reason, report.detail, body, source="mqtt", device_id=device_id)
+            METRICS.attribute_reports.labels("rejected").inc()
+            return
+        sub.attributes.append(AttributeReport(device.device_key, report, sub.received_at))
+        METRICS.attribute_reports.labels("stored").inc()
 
     def _committed(
         self,
@@ -162,7 +214,7 @@ class MqttIntake(AsyncResource):
         if receipts:
             outcome = fut.result()
             for receipt in receipts:
-                new, duplicates = outcome.counts(sub.sets, receipt.start, receipt.end)
+                new, duplicates = outcome.counts(sub, receipt.span)
                 body = receipt_body(new, duplicates, receipt.rejects)
                 self._receipts.send_receipt(receipt.topic, receipt.correlation, body)
 

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -24,9 +24,24 @@ from typing import Protocol
 from core.lifecycle import AsyncResource, ResourceState
 from ingest.errors import IngestError, OverloadedError
 from ingest.metrics import METRICS
-from ingest.records import DeadLetter, DeviceUpdate, ReadingSet, WriteResult
+from ingest.records import (
+    AttributeReport,
+    DeadLetter,
+    DeviceUpdate,
+    ReadingSet,
+    TypedSet,
+    WriteResult,
+)
 
-__all__ = ["Outcome", "Pipeline", "PipelineSettings", "Submission", "Writer", "device_updates"]
+__all__ = [
+    "Outcome",
+    "Pipeline",
+    "PipelineSettings",
+    "Span",
+    "Submission",
+    "Writer",
+    "device_updates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +54,9 @@ class Writer(Protocol):
         sets: Sequence[ReadingSet],
         devices: Sequence[DeviceUpdate] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        *,
+        typed: Sequence[TypedSet] = (),
+        attributes: Sequence[AttributeReport] = (),
     ) -> WriteResult:
         """Store one batch in one transaction; raise an IngestError when it is not stored."""
         ...
@@ -55,35 +73,57 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Span:
+    """Where one message's sets are in its submission: ``sets[start:end]``, likewise typed."""
+
+    start: int
+    end: int
+    typed_start: int
+    typed_end: int
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to the readings of one submission, after commit.
 
     ``per_set`` gives the new rows of each of its reading-sets, in order, when the batch
-    held duplicates; None when every row was new.
+    held duplicates; None when every row was new. ``typed_per_set``: the same of its typed
+    sets.
     """
 
     accepted: int
     duplicates: int
     per_set: Sequence[int] | None = None
+    typed_per_set: Sequence[int] | None = None
 
-    def counts(self, sets: Sequence[ReadingSet], start: int, end: int) -> tuple[int, int]:
-        """Return the new and the duplicate rows of ``sets[start:end]`` (one message's)."""
-        rows = sum(len(values) for _, _, values in sets[start:end])
-        new = rows if self.per_set is None else sum(self.per_set[start:end])
-        return new, rows - new
+    def counts(self, sub: Submission, span: Span) -> tuple[int, int]:
+        """Return the new and the duplicate rows of one message's ``span`` of ``sub``."""
+        rows = sum(len(values) for _, _, values in sub.sets[span.start : span.end])
+        new = rows if self.per_set is None else sum(self.per_set[span.start : span.end])
+        typed_rows = sum(len(v) for _, _, v in sub.typed[span.typed_start : span.typed_end])
+        typed_new = (
+            typed_rows
+            if self.typed_per_set is None
+            else sum(self.typed_per_set[span.typed_start : span.typed_end])
+        )
+        return new + typed_new, rows + typed_rows - new - typed_new
 
 
 @dataclass(eq=False, slots=True)
 class Submission:
     """Readings and dead letters of a request or of MQTT messages, and their commit's future.
 
-    ``devices`` maps each device heard to the seqs it sent, for the bookkeeping.
+    ``sets`` hold numbers and ``typed`` booleans and strings; ``devices`` maps each device
+    heard to the seqs it sent, for the bookkeeping; ``attributes`` are devices' reports
+    about themselves.
     """
 
     received_at: datetime
     sets: list[ReadingSet] = field(default_factory=list)
+    typed: list[TypedSet] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     devices: dict[int, list[int]] = field(default_factory=dict)
+    attributes: list[AttributeReport] = field(default_factory=list)
     newest_ts: datetime | None = None
     future: asyncio.Future[Outcome] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -91,8 +131,36 @@ class Submission:
 
     @property
     def rows(self) -> int:
-        """Rows this submission adds to a batch (dead letters count as one each)."""
-        return sum(len(values) for _, _, values in self.sets) + len(self.dead_letters)
+        """Rows this submission adds to a batch (dead letters and reports count one each)."""
+        return (
+            sum(len(values) for _, _, values in self.sets)
+            + sum(len(values) for _, _, values in self.typed)
+            + len(self.dead_letters)
+            + len(self.attributes)
+        )
+
+    def span(self, start: int, typed_start: int) -> Span:
+        """Return the span of the sets added since ``len(sets)`` and ``len(typed)`` were so."""
+        return Span(start, len(self.sets), typed_start, len(self.typed))
+
+    def add(
+        self,
+        device_key: int,
+        ts: datetime,
+        seq: int | None,
+        values: Mapping[str, float],
+        typed: Mapping[str, bool | str] | None,
+    ) -> None:
+        """Add one reading-set of ``device_key`` (its numbers, booleans and strings)."""
+        if values:
+            self.sets.append((device_key, ts, values))
+        if typed:
+            self.typed.append((device_key, ts, typed))
+        seqs = self.devices.setdefault(device_key, [])
+        if seq is not None:
+            seqs.append(seq)
+        if self.newest_ts is None or ts > self.newest_ts:
+            self.newest_ts = ts
 
 
 class Pipeline(AsyncResource):
@@ -233,10 +301,14 @@ class Pipeline(AsyncResource):
 
     async def _write(self, subs: list[Submission]) -> None:
         sets = [s for sub in subs for s in sub.sets]
+        typed = [s for sub in subs for s in sub.typed]
         dead_letters = [d for sub in subs for d in sub.dead_letters]
+        attributes = [a for sub in subs for a in sub.attributes]
         started = time.perf_counter()
         try:
-            result = await self._writer.write(sets, device_updates(subs), dead_letters)
+            result = await self._writer.write(
+                sets, device_updates(subs), dead_letters, typed=typed, attributes=attributes
+            )
         except IngestError as exc:
             METRICS.flush_failures.inc()
             for sub in subs:
@@ -251,17 +323,26 @@ class Pipeline(AsyncResource):
             return
         committed = time.time()
         METRICS.flush_seconds.observe(time.perf_counter() - started)
-        METRICS.batch_rows.observe(sum(len(v) for _, _, v in sets))
-        per_set, index = result.accepted_per_set, 0
+        METRICS.batch_rows.observe(
+            sum(len(v) for _, _, v in sets) + sum(len(v) for _, _, v in typed)
+        )
+        per_set, typed_per_set = result.accepted_per_set, result.typed_per_set
+        index = typed_index = 0
         for sub in subs:
-            total = sum(len(v) for _, _, v in sub.sets)
             own = None if per_set is None else per_set[index : index + len(sub.sets)]
-            accepted = total if own is None else sum(own)
+            own_typed = (
+                None
+                if typed_per_set is None
+                else typed_per_set[typed_index : typed_index + len(sub.typed)]
+            )
             index += len(sub.sets)
+            typed_index += len(sub.typed)
+            outcome = Outcome(0, 0, own, own_typed)
+            accepted, duplicates = outcome.counts(sub, sub.span(0, 0))
             if sub.newest_ts is not None:
                 METRICS.commit_lag.observe(max(0.0, committed - sub.newest_ts.timestamp()))
             if not sub.future.done():
-                sub.future.set_result(Outcome(accepted, total - accepted, own))
+                sub.future.set_result(Outcome(accepted, duplicates, own, own_typed))
         METRICS.accepted.inc(result.accepted)
         METRICS.duplicates.inc(result.duplicates)
 

@@ -41,6 +41,7 @@ from core import paho_speedups
 from core.errors import ConfigError, one_line
 from core.ratelimit import TokenBuckets
 from core.settings import DatabaseSettings
+from ingest.catalog import Catalog
 from ingest.devices import DeviceDirectory
 from ingest.handoff import Dispatcher, HandoffClient
 from ingest.http import HTTP, MQTT_READINESS, HttpIntake, problem_middleware, routes
@@ -166,6 +167,7 @@ def create_app(config: WorkerConfig) -> web.Application:
         intake = Intake(
             pipeline=pipeline,
             devices=DeviceDirectory(writer.connection, auto_register=settings.auto_register),
+            catalog=Catalog(writer.connection),
             rules=IntakeRules(
                 limits=Limits(
                     max_future_skew_s=settings.max_future_skew_s,

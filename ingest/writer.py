@@ -1,8 +1,10 @@
 """Idempotent batch writer: binary COPY, with INSERT ... ON CONFLICT from staging for duplicates.
 
-A batch is committed whole or not at all, together with its dead letters and the device
-bookkeeping it carries, so that one commit covers everything an acknowledgement promises.
-Retrying is safe: rows already stored count as duplicates. The parts it is made of:
+A batch is committed whole or not at all, together with its dead letters, the device
+bookkeeping and the devices' own reports (attributes) it carries, so that one commit covers
+everything an acknowledgement promises. Numbers go to ``readings`` by COPY; booleans and
+strings, far fewer, to ``readings_typed`` by one INSERT from arrays. Retrying is safe: rows
+already stored count as duplicates. The parts it is made of:
 
 - :mod:`ingest.connections`: the pool, and retries of transient failures;
 - :mod:`ingest.statements`: the SQL; :mod:`ingest.copy_rows`: the binary COPY encoding;
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Literal, LiteralString
 
@@ -24,18 +28,45 @@ from psycopg.rows import TupleRow
 
 from core.lifecycle import AsyncResource
 from ingest import maintenance, statements
+from ingest.catalog import ValueType, value_type
 from ingest.connections import Connections
 from ingest.copy_rows import encode_readings
 from ingest.latest import LatestValues
 from ingest.metric_keys import MetricKeys
 from ingest.metrics import METRICS
-from ingest.records import DeadLetter, DeviceUpdate, ReadingSet, WriteResult
+from ingest.records import (
+    AttributeReport,
+    DeadLetter,
+    DeviceUpdate,
+    ReadingSet,
+    TypedSet,
+    WriteResult,
+)
 
 __all__ = ["BatchWriter"]
 
 
 class _DuplicateRowsError(Exception):
     """The direct COPY met a row that is already stored: take the deduplicating path."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One batch's parts, as the transaction writes them."""
+
+    sets: Sequence[ReadingSet]
+    typed: Sequence[TypedSet]
+    devices: Sequence[DeviceUpdate]
+    dead_letters: Sequence[DeadLetter]
+    attributes: Sequence[AttributeReport]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """The new rows of each set and typed set; None where every row was new."""
+
+    sets: list[ReadingSet] | None
+    typed: list[TypedSet] | None
 
 
 async def _configure(conn: AsyncConnection[TupleRow]) -> None:
@@ -103,31 +134,39 @@ class BatchWriter(AsyncResource):
         sets: Sequence[ReadingSet],
         devices: Sequence[DeviceUpdate] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        *,
+        typed: Sequence[TypedSet] = (),
+        attributes: Sequence[AttributeReport] = (),
     ) -> WriteResult:
         """Store a batch in one transaction and return how many rows were new."""
         self._require_open()
         if self.latest.full:
             # Bounded: the caller waits (or is told to push back) before anything is stored.
             await self.latest.flush()
+        batch = _Batch(sets, typed, devices, dead_letters, attributes)
         rows = sum(len(values) for _, _, values in sets)
+        typed_rows = sum(len(values) for _, _, values in typed)
         self._writes += 1
         self._no_writes.clear()
         try:
-            new_sets = await self._connections.retrying(
-                lambda conn: self._write_once(conn, sets, devices, dead_letters),
+            stored = await self._connections.retrying(
+                lambda conn: self._write_once(conn, batch),
                 again_at_once=self._partition_dropped,
             )
             # Only stored rows: a duplicate need not carry the value that was stored.
-            self.latest.fold(sets if new_sets is None else new_sets)
+            self.latest.fold(sets if stored.sets is None else stored.sets)
+            if typed:
+                self.latest.fold(typed if stored.typed is None else stored.typed)
         finally:
             self._writes -= 1
             if not self._writes:
                 self._no_writes.set()
-        if new_sets is None:
-            return WriteResult(rows, 0, None)
-        per_set = [len(values) for _, _, values in new_sets]
-        accepted = sum(per_set)
-        return WriteResult(accepted, rows - accepted, per_set)
+        per_set = None if stored.sets is None else [len(v) for _, _, v in stored.sets]
+        typed_per_set = None if stored.typed is None else [len(v) for _, _, v in stored.typed]
+        accepted = (rows if per_set is None else sum(per_set)) + (
+            typed_rows if typed_per_set is None else sum(typed_per_set)
+        )
+        return WriteResult(accepted, rows + typed_rows - accepted, per_set, typed_per_set)
 
     async def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         """Store dead letters alone (for messages that carried no valid reading)."""
@@ -144,14 +183,8 @@ class BatchWriter(AsyncResource):
             self._partition_days.clear()
         return dropped
 
-    async def _write_once(
-        self,
-        conn: AsyncConnection[TupleRow],
-        sets: Sequence[ReadingSet],
-        devices: Sequence[DeviceUpdate],
-        dead_letters: Sequence[DeadLetter],
-    ) -> list[ReadingSet] | None:
-        """Store the batch: None if every row was new, else the new rows of each set.
+    async def _write_once(self, conn: AsyncConnection[TupleRow], batch: _Batch) -> _Stored:
+        """Store the batch: the new rows of each set and typed set (None: all were new).
 
         Almost every batch has no duplicate, and COPY straight into readings runs at about
         twice the rate of INSERT ... ON CONFLICT, so that is tried first. A unique violation
@@ -160,31 +193,37 @@ class BatchWriter(AsyncResource):
         the keys it stored, so each set (each caller) learns its own count.
         """
         keys: Mapping[str, int] = {}
-        if sets:
-            names = (name for _, _, values in sets for name in values)
-            keys = await self._metric_keys.resolve(conn, names)
+        sets, typed = batch.sets, batch.typed
+        if sets or typed:
+            both = itertools.chain(sets, typed)
+            names = itertools.chain.from_iterable(values for _, _, values in both)
+            kinds = {
+                name: value_type(value) for _, _, values in typed for name, value in values.items()
+            }
+            keys = await self._metric_keys.resolve(conn, names, kinds)
             if self.mode == "plain":
-                await self._cover_partitions(conn, sets)
+                await self._cover_partitions(
+                    conn, [ts for _, ts, _ in itertools.chain(sets, typed)]
+                )
         data = encode_readings(sets, keys)
         try:
-            return await self._commit(conn, sets, data, keys, devices, dead_letters)
+            return await self._commit(conn, batch, data, keys)
         except _DuplicateRowsError:
             METRICS.batches_deduplicated.inc()
-        return await self._commit(conn, sets, data, keys, devices, dead_letters, merge=True)
+        return await self._commit(conn, batch, data, keys, merge=True)
 
-    async def _commit(  # noqa: PLR0917  (one batch's parts, passed on as they came)
+    async def _commit(
         self,
         conn: AsyncConnection[TupleRow],
-        sets: Sequence[ReadingSet],
+        batch: _Batch,
         data: bytes,
         keys: Mapping[str, int],
-        devices: Sequence[DeviceUpdate],
-        dead_letters: Sequence[DeadLetter],
         *,
         merge: bool = False,
-    ) -> list[ReadingSet] | None:
+    ) -> _Stored:
         """One transaction: the rows (straight into readings, or ``merge``d), the rest after."""
-        new_sets = None
+        sets, devices, dead_letters = batch.sets, batch.devices, batch.dead_letters
+        new_sets = new_typed = None
         async with conn.transaction():
             cur = conn.cursor()
             if sets and not merge:
@@ -195,6 +234,8 @@ class BatchWriter(AsyncResource):
             elif sets:
                 await _copy(conn, statements.COPY_STAGING, data)
                 new_sets = await _merge(conn, sets, keys)
+            if batch.typed:
+                new_typed = await _insert_typed(conn, batch.typed, keys)
             if sets and self.mode == "plain":
                 minutes = {int(ts.timestamp()) // 60 for _, ts, _ in sets}
                 await cur.execute(statements.MARK_DIRTY, [sorted(minutes)])
@@ -210,6 +251,8 @@ class BatchWriter(AsyncResource):
                         [d.seq_gaps for d in ordered],
                     ],
                 )
+            if batch.attributes:
+                await _update_attributes(conn, batch.attributes)
             if dead_letters:
                 now = datetime.now(UTC)
                 await cur.executemany(
@@ -227,12 +270,11 @@ class BatchWriter(AsyncResource):
                         for d in dead_letters
                     ],
                 )
-        return new_sets
+        return _Stored(new_sets, new_typed)
 
     async def _cover_partitions(
-        self, conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet]
+        self, conn: AsyncConnection[TupleRow], stamps: Sequence[datetime]
     ) -> None:
-        stamps = [ts for _, ts, _ in sets]
         first, last = min(stamps).astimezone(UTC).date(), max(stamps).astimezone(UTC).date()
         known = self._partition_days
         if first in known and last in known and (last - first).days <= 1:
@@ -259,6 +301,56 @@ async def _merge(
                 new[name] = value
         new_sets.append((device_key, ts, new))
     return new_sets
+
+
+async def _insert_typed(
+    conn: AsyncConnection[TupleRow], typed: Sequence[TypedSet], keys: Mapping[str, int]
+) -> list[TypedSet] | None:
+    """Insert the booleans and strings, skipping duplicates; their new rows (None: all new)."""
+    columns: tuple[list[object], ...] = ([], [], [], [], [])
+    times, device_keys, metric_keys, bools, texts = columns
+    for device_key, ts, values in typed:
+        for name, value in values.items():
+            times.append(ts)
+            device_keys.append(device_key)
+            metric_keys.append(keys[name])
+            boolean = value_type(value) is ValueType.BOOLEAN
+            bools.append(value if boolean else None)
+            texts.append(None if boolean else value)
+    cur = await conn.execute(statements.INSERT_TYPED, list(columns))
+    stored = set(await cur.fetchall())
+    if len(stored) == len(times):
+        return None
+    new_typed: list[TypedSet] = []
+    for device_key, ts, values in typed:
+        new = {}
+        for name, value in values.items():
+            key = (device_key, keys[name], ts)
+            if key in stored:
+                stored.discard(key)  # a key twice in one batch counts once
+                new[name] = value
+        new_typed.append((device_key, ts, new))
+    return new_typed
+
+
+async def _update_attributes(
+    conn: AsyncConnection[TupleRow], reports: Sequence[AttributeReport]
+) -> None:
+    """Store each device's newest report of the batch, in key order (the lock order)."""
+    newest: dict[int, AttributeReport] = {}
+    for report in reports:
+        known = newest.get(report.device_key)
+        if known is None or report.received_at >= known.received_at:
+            newest[report.device_key] = report
+    ordered = [newest[key] for key in sorted(newest)]
+    await conn.execute(
+        statements.UPDATE_ATTRIBUTES,
+        [
+            [r.device_key for r in ordered],
+            [r.attributes for r in ordered],
+            [r.received_at for r in ordered],
+        ],
+    )
 
 
 async def _copy(conn: AsyncConnection[TupleRow], statement: LiteralString, data: bytes) -> None:

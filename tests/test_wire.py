@@ -156,10 +156,19 @@ def test_whitespace_before_batch() -> None:
     assert len(parsed.items) == 2
 
 
-def test_values_are_floats_and_booleans_become_one_and_zero() -> None:
-    item = only_item(v1({"values": {"i": 3, "f": 2.5, "t": True, "f0": False, "neg": -1e-300}}))
-    assert item.values == {"i": 3.0, "f": 2.5, "t": 1.0, "f0": 0.0, "neg": -1e-300}
+def test_numbers_are_floats_and_booleans_and_strings_keep_their_type() -> None:
+    item = only_item(
+        v1({"values": {"i": 3, "f": 2.5, "t": True, "f0": False, "neg": -1e-300, "s": "on"}})
+    )
+    assert item.values == {"i": 3.0, "f": 2.5, "neg": -1e-300}
     assert all(type(value) is float for value in item.values.values())
+    assert item.typed == {"t": True, "f0": False, "s": "on"}
+    assert item.units is None
+
+
+def test_all_numeric_items_carry_no_typed_values() -> None:
+    item = only_item(v1({"values": {"a": 1, "b": 2.5}}))
+    assert (item.typed, item.units, item.device_id) == (None, None, None)
 
 
 def test_huge_but_finite_numbers_are_accepted() -> None:
@@ -307,8 +316,7 @@ def test_message_must_be_object_or_array(body: bytes) -> None:
         ({"values": {}}, "values must be"),
         ({"values": []}, "values must be"),
         ({"values": None}, "values must be"),
-        ({"values": {"a": "1.5"}}, "values['a'] must be a number"),
-        ({"values": {"a": None}}, "values['a'] must be a number"),
+        ({"values": {"a": None}}, "values['a'] must be a number, a boolean or a string"),
         ({"values": {"a": [1]}}, "values['a'] must be a number"),
         ({"values": {"a": {"v": 1}}}, "values['a'] must be a number"),
         ({"values": {"a": 1}, "ts": "2026-11-21T09:00:00"}, "no UTC offset"),
@@ -487,8 +495,9 @@ def test_details_never_echo_much_input() -> None:
 
 
 def test_senml_rfc_example_single_datapoint() -> None:
-    item = only_item(senml([{"n": "urn:dev:ow:10e2073a01080063", "u": "Cel", "v": 23.1}]))
-    assert item == Item(0, NOW, None, {"urn:dev:ow:10e2073a01080063": 23.1}, ts_from_server=True)
+    name = "urn:dev:ow:10e2073a01080063"
+    item = only_item(senml([{"n": name, "u": "Cel", "v": 23.1}]))
+    assert item == Item(0, NOW, None, {name: 23.1}, ts_from_server=True, units={name: "Cel"})
 
 
 def test_senml_rfc_example_multiple_datapoints() -> None:
@@ -570,11 +579,14 @@ def test_senml_rfc_example_data_types() -> None:
         {"n": "nfv-reader", "vd": "aGkgCg"},
     ]
     parsed = senml(pack)
-    assert [(item.index, item.values) for item in parsed.items] == [
-        (0, {"temp": 23.1}),
-        (2, {"open": 0.0}),
+    assert parsed.rejects == []
+    assert [(item.index, item.values, item.typed) for item in parsed.items] == [
+        (0, {"temp": 23.1}, None),
+        (1, {}, {"label": "Machine Room"}),
+        (2, {}, {"open": False}),
+        (3, {}, {"nfv-reader": "aGkgCg"}),
     ]
-    assert reasons(parsed) == {1: Reason.UNSUPPORTED_VALUE, 3: Reason.UNSUPPORTED_VALUE}
+    assert parsed.items[0].units == {"temp": "Cel"}
 
 
 def test_senml_rfc_example_pure_base_record() -> None:
@@ -666,10 +678,10 @@ def test_senml_base_value_is_added_to_v_only() -> None:
             {"bv": 0, "n": "d", "v": 2},
         ]
     )
-    assert [item.values for item in parsed.items] == [
+    assert [item.values or item.typed for item in parsed.items] == [
         {"a": 101.5},
         {"b": 0.0},
-        {"c": 1.0},
+        {"c": True},
         {"d": 2.0},
     ]
 
@@ -755,9 +767,9 @@ def test_senml_invalid_base_field_taints_only_the_records_that_use_it() -> None:
     assert "bv must be a number" in parsed.rejects[0].detail
     assert "invalid bv of record 1" in parsed.rejects[1].detail
     assert "invalid bn of record 4" in parsed.rejects[3].detail
-    assert [(item.index, item.values) for item in parsed.items] == [
+    assert [(item.index, item.values or item.typed) for item in parsed.items] == [
         (0, {"a": 11.0}),
-        (3, {"d": 1.0}),
+        (3, {"d": True}),
         (6, {"f": 1.0}),
     ]
 
@@ -777,7 +789,11 @@ def test_senml_valid_base_fields_of_a_rejected_record_still_apply() -> None:
         ({"n": "a", "v": True}, "v must be a number"),
         ({"n": "a", "vb": 1}, "vb must be a boolean"),
         ({"n": "a", "v": 1, "t": "now"}, "t must be a number"),
-        ({"n": "a", "v": 1, "u": 1}, "u must be a string"),
+        ({"n": "a", "v": 1, "u": 1}, "u must be a unit"),
+        ({"n": "a", "v": 1, "u": ""}, "u must be a unit"),
+        ({"n": "a", "v": 1, "bu": "x" * 33}, "bu must be a unit"),
+        ({"n": "a", "vd": "a+b/"}, "vd is not base64 data"),
+        ({"n": "a", "vs": 1}, "vs must be a string"),
         ({"bver": "10", "n": "a", "v": 1}, "bver must be a positive integer"),
         ({"n": "a", "v": None}, "v must be a number"),
     ],
@@ -789,8 +805,18 @@ def test_senml_mistyped_fields(record: dict[str, object], detail: str) -> None:
 
 
 def test_senml_rejected_record_gets_its_most_specific_reason() -> None:
-    parsed = senml([{"n": SQL_NAME, "v": "x"}, {"n": "a", "vs": "x", "t": "x"}])
-    assert reasons(parsed) == {0: Reason.INVALID_NAME, 1: Reason.UNSUPPORTED_VALUE}
+    parsed = senml(
+        [
+            {"n": SQL_NAME, "v": "x"},
+            {"n": "a", "s": 1, "t": "x"},
+            {"n": "a", "vs": "x" * 257, "t": "x"},
+        ]
+    )
+    assert reasons(parsed) == {
+        0: Reason.INVALID_NAME,
+        1: Reason.UNSUPPORTED_VALUE,
+        2: Reason.TOO_LONG,
+    }
 
 
 @pytest.mark.parametrize("body", [b"{}", b'{"n": "a", "v": 1}', b"42", b"null"])
@@ -814,3 +840,132 @@ def test_senml_too_many_records() -> None:
         parsed = senml(pack, Limits(max_items=2))
         reject = only_reject(parsed)
         assert (reject.index, reject.reason, parsed.total) == (-1, Reason.TOO_LARGE, 3)
+
+
+# --- value types, units, gateways ----------------------------------------------------------
+
+
+def gateway_v1(body: object) -> Parsed:
+    raw = json.dumps(body).encode()
+    return parse_payload(raw, Format.JSON, DEVICE, NOW, DEFAULT_LIMITS, gateway=True)
+
+
+def gateway_senml(body: object) -> Parsed:
+    raw = json.dumps(body).encode()
+    return parse_payload(raw, Format.SENML, DEVICE, NOW, DEFAULT_LIMITS, gateway=True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["x" * 256, "é" * 128, "€" * 85, "", "line\nbreak", "🙂" * 64],
+)
+def test_strings_up_to_256_bytes_are_accepted(text: str) -> None:
+    assert only_item(v1({"values": {"s": text}})).typed == {"s": text}
+    assert only_item(senml([{"n": "s", "vs": text}])).typed == {"s": text}
+
+
+@pytest.mark.parametrize("text", ["x" * 257, "é" * 129, "€" * 86, "🙂" * 65])
+def test_longer_strings_are_too_long(text: str) -> None:
+    for parsed in (
+        v1({"values": {"s": text}}),
+        v1([{"values": {"a": 1}}, {"values": {"s": text}}]),
+        senml([{"n": "s", "vs": text}]),
+    ):
+        reject = parsed.rejects[-1]
+        assert reject.reason == Reason.TOO_LONG
+        assert f"{len(text.encode())} bytes, over 256" in reject.detail
+        assert text[:50] not in reject.detail
+
+
+def test_senml_data_over_the_limit_is_too_long() -> None:
+    assert only_reject(senml([{"n": "d", "vd": "A" * 260}])).reason == Reason.TOO_LONG
+
+
+def test_nul_in_a_string_is_a_schema_error() -> None:
+    reject = only_reject(v1({"values": {"s": "a\x00b"}}))
+    assert (reject.reason, "NUL" in reject.detail) == (Reason.SCHEMA, True)
+
+
+def test_v1_units_are_kept_for_their_metrics() -> None:
+    item = only_item(v1({"values": {"t": 21.5, "on": True}, "units": {"t": "°C"}}))
+    assert (item.values, item.typed, item.units) == ({"t": 21.5}, {"on": True}, {"t": "°C"})
+
+
+@pytest.mark.parametrize(
+    ("units", "detail"),
+    [
+        ({"x": "Cel"}, "units['x'] names no metric of values"),
+        ({"t": ""}, "units['t'] must be a unit"),
+        ({"t": "x" * 33}, "units['t'] must be a unit"),
+        ({"t": "a\nb"}, "units['t'] must be a unit"),
+        ({"t": 1}, "units['t'] must be a unit"),
+        ([], "units must be an object"),
+    ],
+)
+def test_bad_units_are_schema_errors(units: object, detail: str) -> None:
+    reject = only_reject(v1({"values": {"t": 1}, "units": units}))
+    assert reject.reason == Reason.SCHEMA
+    assert detail in reject.detail
+
+
+def test_senml_units_resolve_from_u_then_bu() -> None:
+    parsed = senml(
+        [
+            {"bn": "d/", "bu": "Cel", "n": "a", "v": 1},
+            {"n": "b", "u": "%RH", "v": 2},
+            {"n": "c", "vb": True},
+            {"bu": "m", "n": "d", "v": 3},
+        ]
+    )
+    assert [item.units for item in parsed.items] == [
+        {"a": "Cel"},
+        {"b": "%RH"},
+        {"c": "Cel"},
+        {"d": "m"},
+    ]
+
+
+def test_a_gateway_names_its_children_in_v1_items() -> None:
+    parsed = gateway_v1(
+        [
+            {"device_id": "ble-1", "values": {"t": 1}},
+            {"device_id": DEVICE, "values": {"t": 2}},
+            {"values": {"t": 3}},
+            {"device_id": "bad id", "values": {"t": 4}},
+        ]
+    )
+    assert [(item.index, item.device_id) for item in parsed.items] == [
+        (0, "ble-1"),
+        (1, None),
+        (2, None),
+    ]
+    assert reasons(parsed) == {3: Reason.INVALID_NAME}
+
+
+def test_a_device_that_is_no_gateway_cannot_name_another() -> None:
+    assert only_reject(v1({"device_id": "ble-1", "values": {"t": 1}})).reason == (
+        Reason.DEVICE_MISMATCH
+    )
+    item = only_item(senml([{"bn": "ble-1/", "n": "t", "v": 1}]))
+    assert item.device_id is None
+
+
+def test_a_gateway_names_its_children_in_senml_base_names() -> None:
+    parsed = gateway_senml(
+        [
+            {"bn": "ble-1/", "n": "t", "v": 1},
+            {"n": "on", "vb": True},
+            {"bn": f"{DEVICE}/", "n": "t", "v": 2},
+            {"bn": "room:", "n": "t", "v": 3},
+            {"bn": "flat", "n": "t", "v": 4},
+            {"bn": "bad id/", "n": "t", "v": 5},
+        ]
+    )
+    assert [(item.index, item.device_id) for item in parsed.items] == [
+        (0, "ble-1"),
+        (1, "ble-1"),
+        (2, None),
+        (3, "room"),
+        (4, None),
+    ]
+    assert reasons(parsed) == {5: Reason.INVALID_NAME}

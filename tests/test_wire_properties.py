@@ -24,7 +24,7 @@ from ingest.wire import (
     parse_payload,
     v1,
 )
-from ingest.wire.base import DEFAULT_LIMITS, clock_at
+from ingest.wire.base import DEFAULT_LIMITS, MAX_TEXT_BYTES, UNIT_PATTERN, clock_at
 
 DEVICE = "pump-17"
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -79,6 +79,12 @@ finite_values = (
 offsets = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
 )
+# Strings as devices send them: any character but NUL (unstorable) and lone surrogates.
+texts = st.text(
+    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]),
+    max_size=70,
+)
+units = st.sampled_from(["Cel", "%RH", "m/s", "°C", "kWh", "1"])
 past_or_now = st.datetimes(
     min_value=datetime(1970, 1, 2),  # noqa: DTZ001 - hypothesis bounds are naive by design
     max_value=(NOW + SKEW).replace(tzinfo=None),
@@ -101,11 +107,20 @@ def check_invariants(parsed: Parsed) -> None:
         assert 0 <= item.index < parsed.total
         assert item.ts.tzinfo is UTC
         assert _EPOCH <= item.ts <= NOW + SKEW
-        assert item.values
+        assert item.values or item.typed
         for name, value in item.values.items():
             assert re.fullmatch(METRIC_NAME_PATTERN, name)
             assert type(value) is float
             assert math.isfinite(value)
+        for name, typed in (item.typed or {}).items():
+            assert re.fullmatch(METRIC_NAME_PATTERN, name)
+            assert name not in item.values
+            assert type(typed) is bool or (
+                type(typed) is str and len(typed.encode()) <= MAX_TEXT_BYTES and "\x00" not in typed
+            )
+        for name, unit in (item.units or {}).items():
+            assert name in item.values or name in (item.typed or {})
+            assert re.fullmatch(UNIT_PATTERN, unit)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -159,8 +174,11 @@ class Reading:
 
 @st.composite
 def readings(draw: st.DrawFn, index: int) -> Reading:
-    values = draw(st.dictionaries(metric_names, finite_values, min_size=1, max_size=6))
+    values = draw(st.dictionaries(metric_names, finite_values | texts, min_size=1, max_size=6))
     wire: dict[str, Any] = {"values": values}
+    given_units = draw(st.dictionaries(st.sampled_from(sorted(values)), units, max_size=2))
+    if given_units:
+        wire["units"] = given_units
     ts = NOW
     from_server = True
     style = draw(st.sampled_from(["absent", "rfc3339", "zulu", "epoch"]))
@@ -180,8 +198,18 @@ def readings(draw: st.DrawFn, index: int) -> Reading:
         wire["device_id"] = DEVICE
     if draw(st.booleans()):
         wire["firmware"] = draw(json_scalars)
-    expected_values = {name: float(value) for name, value in values.items()}
-    return Reading(wire, Item(index, ts, seq, expected_values, ts_from_server=from_server))
+    numbers = {n: float(v) for n, v in values.items() if not isinstance(v, bool | str)}
+    typed = {n: v for n, v in values.items() if isinstance(v, bool | str)}
+    expected = Item(
+        index,
+        ts,
+        seq,
+        numbers,
+        ts_from_server=from_server,
+        typed=typed or None,
+        units=given_units or None,
+    )
+    return Reading(wire, expected)
 
 
 @st.composite
@@ -214,9 +242,21 @@ def bad_items(draw: st.DrawFn) -> tuple[dict[str, Any], Reason]:
         item = {**good, "ts": (NOW + SKEW + timedelta(seconds=1)).isoformat()}
     elif kind is Reason.NON_FINITE:
         item = {"values": {"a": draw(st.sampled_from([math.nan, math.inf, -math.inf]))}}
+    elif kind is Reason.TOO_LONG:
+        item = {"values": {"a": draw(st.sampled_from(["x" * 257, "é" * 129, "€" * 86]))}}
     else:
         item = draw(
-            st.sampled_from([{}, {"values": {}}, {"values": {"a": "1"}}, {**good, "seq": -1}])
+            st.sampled_from(
+                [
+                    {},
+                    {"values": {}},
+                    {"values": {"a": None}},
+                    {"values": {"a": "x\x00"}},
+                    {**good, "seq": -1},
+                    {**good, "units": {"b": "Cel"}},
+                    {**good, "units": {"a": ""}},
+                ]
+            )
         )
         kind = Reason.SCHEMA
     return item, kind
@@ -281,7 +321,11 @@ edge_times = st.builds(
 )
 valid_values = st.dictionaries(
     metric_names,
-    st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**53), 2**53)
+    | st.booleans()
+    | texts
+    | st.sampled_from(["€" * 85, "€" * 86, "x" * 256, "x" * 257, "a\x00"]),
     min_size=1,
     max_size=3,
 )
@@ -315,6 +359,9 @@ near_valid_sets = st.fixed_dictionaries(
             st.integers(-(2**64), 2**64) | st.floats() | st.none() | st.booleans(),
         ),
         "device_id": st.sampled_from([DEVICE, DEVICE, DEVICE, "other", "", None]),
+        "units": st.dictionaries(
+            metric_names | st.just("a"), units | st.sampled_from(["", "x" * 33, "a\n"]), max_size=2
+        ),
     },
 )
 edge_sets = st.one_of(
@@ -326,14 +373,15 @@ edge_sets = st.one_of(
 
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
-@given(edge_sets | st.lists(edge_sets, max_size=4))
-def test_the_fast_path_agrees_with_the_full_path(document: object) -> None:
+@given(edge_sets | st.lists(edge_sets, max_size=4), st.booleans())
+def test_the_fast_path_agrees_with_the_full_path(document: object, gateway: bool) -> None:
     """Where the compiled fast path takes a message, the pydantic path reads it the same."""
     body = json.dumps(document).encode()
     clock = clock_at(NOW, SKEW.total_seconds())
-    fast = v1._parse_v1_valid(body, DEVICE, clock, DEFAULT_LIMITS)
+    fast = v1._parse_v1_valid(body, DEVICE, clock, DEFAULT_LIMITS, gateway=gateway)
     if fast is not None:
-        assert fast == v1._parse_v1_checked(body, DEVICE, clock, DEFAULT_LIMITS)
+        full = v1._parse_v1_checked(body, DEVICE, clock, DEFAULT_LIMITS, gateway=gateway)
+        assert fast == full
 
 
 @settings(max_examples=1000)
@@ -356,6 +404,7 @@ def test_the_fast_path_takes_ordinary_messages() -> None:
         [{"ts": "2026-11-21T09:59:00.123456Z", "seq": 1, "values": {"t": 1, "h": 2.5}}],
         [{"ts": 1_763_719_000, "values": {"t": 1.0}, "device_id": DEVICE}],
         {"ts": "2026-11-21 10:59:00+01:00", "values": {"t": 1.0}},
+        {"values": {"on": True, "mode": "auto", "t": 1}, "units": {"t": "Cel"}},
     ):
         body = json.dumps(document).encode()
         fast = v1._parse_v1_valid(body, DEVICE, clock, DEFAULT_LIMITS)
@@ -366,34 +415,37 @@ def test_the_fast_path_takes_ordinary_messages() -> None:
 # --- (3) SenML packs resolve like a reference implementation -------------------------------
 
 
-def reference_senml(pack: list[dict[str, Any]]) -> dict[int, tuple[str, float, datetime, bool]]:
-    """RFC 8428 resolution written plainly: index -> (metric, value, ts, relative)."""
-    out: dict[int, tuple[str, float, datetime, bool]] = {}
-    base_name, base_time, base_value = "", 0.0, 0.0
+Resolved = tuple[str, float | bool | str, datetime, bool, str | None]
+
+
+def reference_senml(pack: list[dict[str, Any]]) -> dict[int, Resolved]:
+    """RFC 8428 resolution written plainly: index -> (metric, value, ts, relative, unit)."""
+    out: dict[int, Resolved] = {}
+    base_name, base_time, base_value, base_unit = "", 0.0, 0.0, None
     for index, record in enumerate(pack):
         base_name = record.get("bn", base_name)
         base_time = record.get("bt", base_time)
         base_value = record.get("bv", base_value)
-        if not any(label in record for label in ("n", "u", "v", "vb", "vs", "s", "t")):
+        base_unit = record.get("bu", base_unit)
+        if not any(label in record for label in ("n", "u", "v", "vb", "vs", "vd", "s", "t")):
             continue
         name = record.get("n", "")
         metric = name if base_name[-1:] in ("/", ":") else base_name + name
         when = base_time + record.get("t", 0)
         relative = when < 2**28
         ts = NOW + timedelta(seconds=when) if relative else datetime.fromtimestamp(when, UTC)
-        value = float(record["vb"]) if "vb" in record else base_value + record.get("v", 0)
-        out[index] = (metric, value, ts, relative)
+        typed = [record[label] for label in ("vb", "vs", "vd") if label in record]
+        value = typed[0] if typed else base_value + record.get("v", 0)
+        out[index] = (metric, value, ts, relative, record.get("u", base_unit))
     return out
 
 
-def reference_reason(
-    record: dict[str, Any], resolved: tuple[str, float, datetime, bool]
-) -> Reason | None:
-    metric, _, ts, _ = resolved
-    kinds = [label for label in ("v", "vb", "vs") if label in record]
+def reference_reason(record: dict[str, Any], resolved: Resolved) -> Reason | None:
+    metric, _, ts, _, _ = resolved
+    kinds = [label for label in ("v", "vb", "vs", "vd") if label in record]
     if not re.fullmatch(METRIC_NAME_PATTERN, metric):
         return Reason.INVALID_NAME
-    if kinds == ["vs"] or (not kinds and "s" in record):
+    if not kinds and "s" in record:
         return Reason.UNSUPPORTED_VALUE
     if len(kinds) != 1:
         return Reason.SCHEMA
@@ -427,6 +479,9 @@ VALUE_FIELDS: list[dict[str, Any]] = [
     {"vb": True},
     {"vb": False},
     {"vs": "x"},
+    {"vs": "Machine Room"},
+    {"vd": "aGkgCg"},
+    {"vs": "x", "vb": False},
     {"s": 10.0},
     {"v": 1.0, "s": 2.0},
     {"v": 2.0, "vb": True},
@@ -459,10 +514,20 @@ def test_senml_packs_resolve_like_the_reference(pack: list[dict[str, Any]]) -> N
             assert index not in got_items
             assert (index in got_rejects) is not has_base
             continue
-        metric, value, ts, relative = resolved[index]
+        metric, value, ts, relative, unit = resolved[index]
         reason = reference_reason(record, resolved[index])
         if reason is None:
-            assert got_items[index] == Item(index, ts, None, {metric: value}, relative)
+            numbers = {} if isinstance(value, bool | str) else {metric: value}
+            typed = {metric: value} if isinstance(value, bool | str) else None
+            assert got_items[index] == Item(
+                index,
+                ts,
+                None,
+                numbers,
+                relative,
+                typed=typed,
+                units=None if unit is None else {metric: unit},
+            )
         else:
             assert got_rejects[index] == reason, (record, parsed.rejects)
 
@@ -494,7 +559,7 @@ def test_huge_strings_are_rejected_without_echo(where: str, size: int) -> None:
         if where == "values-key":
             item["values"] = {huge: 1}
         elif where == "values-value":
-            item["values"] = {"a": huge}
+            item["values"] = {"a": huge + "Q" * MAX_TEXT_BYTES}
         else:
             item[where] = huge
         parsed = parse_payload(json.dumps(item).encode(), Format.JSON, DEVICE, NOW)

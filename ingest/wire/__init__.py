@@ -24,6 +24,7 @@ from ingest.wire.base import (
     Item,
     Limits,
     Parsed,
+    Value,
     clock_at,
 )
 from ingest.wire.reasons import Reason, Reject
@@ -40,6 +41,7 @@ __all__ = [
     "Parsed",
     "Reason",
     "Reject",
+    "Value",
     "parse_payload",
     "parse_topic",
 ]
@@ -51,14 +53,18 @@ def parse_payload(
     device_id: str,
     now: datetime,
     limits: Limits = DEFAULT_LIMITS,
+    *,
+    gateway: bool = False,
 ) -> Parsed:
     """Validate one message of ``device_id`` (already authenticated), received at ``now``.
 
-    ``now`` must be timezone-aware; it stands in for absent and relative times.
+    ``now`` must be timezone-aware; it stands in for absent and relative times. A
+    ``gateway``'s items may be for other devices (``Item.device_id``); whether those are its
+    children is for the intake to check.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     clock = clock_at(now, limits.max_future_skew_s)
     if fmt is Format.SENML:
-        return parse_senml(body, clock, limits)
-    return parse_v1(body, device_id, clock, limits)
+        return parse_senml(body, device_id, clock, limits, gateway=gateway)
+    return parse_v1(body, device_id, clock, limits, gateway=gateway)

@@ -1,5 +1,7 @@
-"""What both payload formats share: names, items, limits, times, and error details.
+"""What both payload formats share: names, values, units, items, limits, times, error details.
 
+A value is a finite number, a boolean or a string of at most 256 bytes of UTF-8 without NUL
+(:data:`Text`); a unit is 1 to 32 printable characters (:data:`Unit`).
 :class:`Clock` turns wire times into UTC datetimes relative to one receive time;
 :func:`error_problem` turns a pydantic validation error into a reason and a detail that
 names the field. Details quote untrusted text escaped and cut short (:func:`quote`), so a
@@ -16,8 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final
 
 import msgspec
-from pydantic import AllowInfNan, Strict, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    Strict,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from ingest.wire.reasons import Problem, Reason, Reject
 
@@ -27,9 +36,11 @@ __all__ = [
     "EXACT_INT",
     "JSON_VALUE",
     "MAX_SEQ",
+    "MAX_TEXT_BYTES",
     "METRIC_NAME_PATTERN",
     "RFC3339",
     "SENML_RELATIVE_BELOW_S",
+    "UNIT_PATTERN",
     "Clock",
     "Finite",
     "Format",
@@ -37,13 +48,18 @@ __all__ = [
     "Limits",
     "Parsed",
     "String",
+    "Text",
+    "Unit",
+    "Value",
     "clock_at",
     "collect",
     "error_problem",
     "is_device_id",
     "is_metric_name",
+    "is_unit",
     "malformed",
     "quote",
+    "text_problem",
     "too_large",
 ]
 
@@ -54,6 +70,14 @@ METRIC_NAME_PATTERN: Final = f"^{_METRIC_NAME}$"
 # fullmatch, because Python's "$" also matches before a trailing newline.
 is_device_id = re.compile(_DEVICE_ID).fullmatch
 is_metric_name = re.compile(_METRIC_NAME).fullmatch
+_UNIT = r"[^\x00-\x1f\x7f]{1,32}"
+UNIT_PATTERN: Final = f"^{_UNIT}$"
+is_unit = re.compile(_UNIT).fullmatch
+
+#: A string value's limit, in bytes of UTF-8.
+MAX_TEXT_BYTES: Final = 256
+#: A reading's value: booleans and strings keep their type (``bool`` before ``float``).
+Value = float | bool | str
 
 RFC3339 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
@@ -72,13 +96,44 @@ Finite = Annotated[float, Strict(), AllowInfNan(allow_inf_nan=False)]
 String = Annotated[str, Strict()]
 JSON_VALUE: Final = TypeAdapter[object](object)
 
+
+def text_problem(text: str, field: str) -> Problem | None:
+    """Say what keeps ``text`` from being stored as a string value of ``field``, if anything."""
+    issue = _text_issue(text)
+    return None if issue is None else Problem(issue[0], f"{field} {issue[1]}")
+
+
+def _text_issue(text: str) -> tuple[Reason, str] | None:
+    # A character is at most 4 bytes: short strings need no encoding to be measured.
+    if len(text) > MAX_TEXT_BYTES // 4 and len(text.encode()) > MAX_TEXT_BYTES:
+        return Reason.TOO_LONG, f"is {len(text.encode())} bytes, over {MAX_TEXT_BYTES}"
+    if "\x00" in text:
+        return Reason.SCHEMA, "holds a NUL character, which cannot be stored"
+    return None
+
+
+def _checked_text(text: str) -> str:
+    issue = _text_issue(text)
+    if issue is not None:
+        # The error's type is the reason; error_problem puts the field in front.
+        raise PydanticCustomError(issue[0].value, issue[1])
+    return text
+
+
+#: A string value, checked as :func:`text_problem` says (errors typed by their reason).
+Text = Annotated[str, Strict(), AfterValidator(_checked_text)]
+Unit = Annotated[str, StringConstraints(strict=True, pattern=UNIT_PATTERN)]
+
 _EXPECTED: Final = {
-    "values": "an object of metric names to numbers, with at least one entry",
+    "values": "an object of metric names to values, with at least one entry",
+    "units": "an object of metric names to units (1 to 32 printable characters)",
     "ts": "an RFC 3339 date-time with an offset, or epoch seconds",
     "seq": "an integer from 0 to 2**63 - 1",
     "bver": "a positive integer",
     "vb": "a boolean",
-    **dict.fromkeys(("device_id", "bn", "bu", "n", "u", "vs", "vd"), "a string"),
+    **dict.fromkeys(("device_id", "bn", "n", "vs"), "a string"),
+    **dict.fromkeys(("bu", "u"), "a unit (1 to 32 printable characters)"),
+    "vd": "base64 data (URL-safe alphabet, padding optional)",
     **dict.fromkeys(("bt", "bv", "bs", "v", "s", "t", "ut"), "a number"),
 }
 
@@ -93,6 +148,11 @@ class Format(enum.StrEnum):
 class Item(msgspec.Struct):
     """One accepted reading-set: timezone-aware UTC ``ts`` and at least one value.
 
+    ``values`` holds the numbers and ``typed`` the booleans and strings (None when there
+    are none), so that numbers take the numeric path untouched. ``units`` maps metrics to
+    the units given for them; ``device_id`` names a gateway's child the item is for (None:
+    the sender itself).
+
     A msgspec struct, not a dataclass: a message of ten readings builds ten, and a struct
     is built in a fifth of the time. Nothing keeps an item beyond turning it into a
     reading-set.
@@ -103,6 +163,9 @@ class Item(msgspec.Struct):
     seq: int | None
     values: dict[str, float]
     ts_from_server: bool
+    typed: dict[str, bool | str] | None = None
+    units: dict[str, str] | None = None
+    device_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,22 +288,46 @@ def error_problem(error: ErrorDetails) -> Problem:
     field = str(loc[0])
     if kind == "missing":
         return Problem(Reason.SCHEMA, f"{field} is required")
-    if field == "values" and len(loc) > 1:
-        return _metric_error_problem(str(loc[1]), loc[2:3] == ("[key]",), kind, given)
-    if _not_finite(kind, given):
-        return Problem(Reason.NON_FINITE, f"{field} is not a finite number")
+    if field in ("values", "units") and len(loc) > 1:
+        in_key = loc[2:3] == ("[key]",)
+        return _metric_error_problem(error, field, str(loc[1]), in_key)
+    problem = _value_problem(error, field)
+    if problem is not None:
+        return problem
     if field == "ts" and isinstance(given, str) and _looks_naive(given):
         return Problem(Reason.SCHEMA, f"ts {quote(given)} has no UTC offset (Z or +hh:mm)")
     return Problem(Reason.SCHEMA, f"{field} must be {_EXPECTED.get(field, 'of another type')}")
 
 
-def _metric_error_problem(metric: str, in_key: bool, kind: str, given: object) -> Problem:
+# Errors our own validators raise are typed by the reason they stand for.
+_CUSTOM_REASONS: Final = frozenset({Reason.TOO_LONG.value, Reason.SCHEMA.value})
+
+
+def _metric_error_problem(error: ErrorDetails, field: str, metric: str, in_key: bool) -> Problem:
+    where = f"{field}[{quote(metric)}]"
     if in_key:
         detail = f"metric name {quote(metric)} does not match {METRIC_NAME_PATTERN}"
         return Problem(Reason.INVALID_NAME, detail)
-    if _not_finite(kind, given):
-        return Problem(Reason.NON_FINITE, f"values[{quote(metric)}] is not a finite number")
-    return Problem(Reason.SCHEMA, f"values[{quote(metric)}] must be a number or a boolean")
+    if field == "units":
+        return Problem(Reason.SCHEMA, f"{where} must be a unit (1 to 32 printable characters)")
+    given = error.get("input")
+    # Every member of the value union fails for a bad string: name what is wrong with it.
+    text = text_problem(given, where) if isinstance(given, str) else None
+    return (
+        text
+        or _value_problem(error, where)
+        or Problem(Reason.SCHEMA, f"{where} must be a number, a boolean or a string")
+    )
+
+
+def _value_problem(error: ErrorDetails, where: str) -> Problem | None:
+    """Problems of a value that outrank a plain schema error: too long, not finite."""
+    kind = error["type"]
+    if kind in _CUSTOM_REASONS:
+        return Problem(Reason(kind), f"{where} {error['msg']}")
+    if _not_finite(kind, error.get("input")):
+        return Problem(Reason.NON_FINITE, f"{where} is not a finite number")
+    return None
 
 
 def _not_finite(kind: str, given: object) -> bool:

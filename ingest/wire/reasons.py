@@ -13,14 +13,24 @@ The values are a stable public contract, sent to devices and stored with dead le
 - ``unknown_device``: the device is not registered (set by the intake, never by the parser).
 - ``future_timestamp``: the time is more than ``Limits.max_future_skew_s`` ahead of ``now``.
 - ``non_finite``: NaN, Infinity, or a number too large for a float (``1e400``).
-- ``unsupported_value``: a SenML string (``vs``), data (``vd``) or sum-only (``s``) record.
+- ``unsupported_value``: a SenML record with only a sum (``s``).
+- ``too_long``: a string value of more than 256 bytes (UTF-8), or SenML data (``vd``) whose
+  base64 text is longer.
 - ``too_large``: more items than ``Limits.max_items`` (or, in the intake, too many bytes).
 - ``invalid_topic``: an MQTT topic other than ``telemetry/{id}`` or ``telemetry/{id}/senml``.
 - ``too_old``: the time is older than the retention period (set by the intake), so it
   would be dropped at once.
+- ``type_mismatch``: a value of another type than the metric's (set by the intake): the
+  first reading of a metric fixes its type (number, boolean or string).
+- ``unit_mismatch``: a unit other than the one the device first gave for the metric (set by
+  the intake).
+- ``not_a_child``: a gateway's item for a device that is not registered as its child (set
+  by the intake); a device that is not a gateway gets ``device_mismatch`` instead.
 
 An item with several problems gets one reject, with the first reason of: device_mismatch,
-invalid_name, non_finite, unsupported_value, schema, future_timestamp.
+invalid_name, non_finite, unsupported_value, too_long, schema, future_timestamp. The
+intake's own checks follow, on items the parser accepted, in the order not_a_child,
+too_old, type_mismatch, unit_mismatch.
 """
 
 from __future__ import annotations
@@ -46,6 +56,10 @@ class Reason(enum.StrEnum):
     TOO_LARGE = "too_large"
     INVALID_TOPIC = "invalid_topic"
     TOO_OLD = "too_old"
+    TOO_LONG = "too_long"
+    TYPE_MISMATCH = "type_mismatch"
+    UNIT_MISMATCH = "unit_mismatch"
+    NOT_A_CHILD = "not_a_child"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ _RANK: Final = {
             Reason.INVALID_NAME,
             Reason.NON_FINITE,
             Reason.UNSUPPORTED_VALUE,
+            Reason.TOO_LONG,
             Reason.SCHEMA,
             Reason.FUTURE_TIMESTAMP,
         )

@@ -1,11 +1,31 @@
-"""MQTT topics of telemetry: ``telemetry/{device_id}`` and ``telemetry/{device_id}/senml``."""
+"""MQTT topics of devices: telemetry, and the reports devices make about themselves.
+
+``telemetry/{device_id}`` (wire format v1), ``telemetry/{device_id}/senml`` and
+``attributes/{device_id}``.
+"""
 
 from __future__ import annotations
+
+from typing import Final
 
 from ingest.wire.base import DEVICE_ID_PATTERN, Format, is_device_id, quote
 from ingest.wire.reasons import Reason, Reject
 
-__all__ = ["parse_topic"]
+__all__ = ["ATTRIBUTES_PREFIX", "parse_attributes_topic", "parse_topic"]
+
+ATTRIBUTES_PREFIX: Final = "attributes/"
+
+
+def parse_attributes_topic(topic: str) -> str | Reject:
+    """Return the device id of ``attributes/{device_id}``."""
+    device_id = topic.removeprefix(ATTRIBUTES_PREFIX)
+    if device_id == topic or not is_device_id(device_id):
+        return Reject(
+            -1,
+            Reason.INVALID_TOPIC if device_id == topic else Reason.INVALID_NAME,
+            f"topic {quote(topic)} is not attributes/{{device id}}",
+        )
+    return device_id
 
 
 def parse_topic(topic: str) -> tuple[str, Format] | Reject:

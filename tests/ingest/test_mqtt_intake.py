@@ -16,13 +16,21 @@ import pytest
 from prometheus_client import REGISTRY
 
 from core.registry import create_device
+from ingest.catalog import Catalog
 from ingest.devices import DeviceDirectory
 from ingest.errors import StorageUnavailableError
 from ingest.intake import Intake, IntakeRules
 from ingest.mqtt import Delivery
 from ingest.mqtt_intake import MqttIntake
 from ingest.pipeline import Pipeline, PipelineSettings
-from ingest.records import DeadLetter, DeviceUpdate, ReadingSet, WriteResult
+from ingest.records import (
+    AttributeReport,
+    DeadLetter,
+    DeviceUpdate,
+    ReadingSet,
+    TypedSet,
+    WriteResult,
+)
 from ingest.wire import Limits
 from ingest.writer import BatchWriter
 from tests.ingest.helpers import T0, fetch_all, mode_of
@@ -90,7 +98,7 @@ async def writer(db_url: str, storage_mode: str) -> AsyncIterator[BatchWriter]:
 
 def intake_on(pipeline: Pipeline, writer: BatchWriter) -> Intake:
     rules = IntakeRules(limits=Limits(max_future_skew_s=300), retention=timedelta(days=36500))
-    return Intake(pipeline, DeviceDirectory(writer.connection), rules)
+    return Intake(pipeline, DeviceDirectory(writer.connection), Catalog(writer.connection), rules)
 
 
 async def test_messages_are_acknowledged_only_after_their_commit(
@@ -167,6 +175,9 @@ class Failing:
         sets: Sequence[ReadingSet],
         devices: Sequence[DeviceUpdate] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        *,
+        typed: Sequence[TypedSet] = (),  # noqa: ARG002  (the protocol's signature)
+        attributes: Sequence[AttributeReport] = (),  # noqa: ARG002
     ) -> WriteResult:
         self.attempts += 1
         if self.failures:
@@ -216,7 +227,8 @@ async def test_receipts_follow_the_commit_and_go_only_to_the_device_s_own_topic(
     assert by_correlation[b"2"][1] == {"accepted": 0, "duplicates": 2, "rejected": []}
     half = by_correlation[b"3"][1]
     assert (half["accepted"], half["duplicates"]) == (1, 0)
-    assert [(r["index"], r["reason"]) for r in half["rejected"]] == [(1, "schema")]
+    # t holds numbers since its first reading: a string of it is refused.
+    assert [(r["index"], r["reason"]) for r in half["rejected"]] == [(1, "type_mismatch")]
     whole = by_correlation[b"4"][1]
     assert [(r["index"], r["reason"]) for r in whole["rejected"]] == [(-1, "malformed_json")]
     assert (REGISTRY.get_sample_value("ingest_receipts_refused_total") or 0.0) == refused_before + 1

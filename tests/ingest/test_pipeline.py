@@ -11,7 +11,14 @@ import pytest
 from core.errors import StateError
 from ingest.errors import OverloadedError, StorageUnavailableError
 from ingest.pipeline import Outcome, Pipeline, PipelineSettings, Submission
-from ingest.records import DeadLetter, DeviceUpdate, ReadingSet, WriteResult
+from ingest.records import (
+    AttributeReport,
+    DeadLetter,
+    DeviceUpdate,
+    ReadingSet,
+    TypedSet,
+    WriteResult,
+)
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -31,6 +38,9 @@ class RecordingWriter:
         sets: Sequence[ReadingSet],
         devices: Sequence[DeviceUpdate] = (),
         dead_letters: Sequence[DeadLetter] = (),
+        *,
+        typed: Sequence[TypedSet] = (),  # noqa: ARG002  (the protocol's signature)
+        attributes: Sequence[AttributeReport] = (),  # noqa: ARG002
     ) -> WriteResult:
         await self.gate.wait()
         if self.fail:

@@ -20,6 +20,7 @@ from typing import Any, Final
 from hypothesis import strategies as st
 
 from ingest.wire import Format, Parsed, Reason, parse_payload
+from ingest.wire.base import MAX_TEXT_BYTES
 
 __all__ = [
     "HTTP_ERROR_CODES",
@@ -229,8 +230,10 @@ def check_parsed(parsed: Parsed) -> None:
         assert reject.index == -1 or 0 <= reject.index < parsed.total
     for item in parsed.items:
         assert item.ts.tzinfo is UTC
-        assert item.values
+        assert item.values or item.typed
         assert all(math.isfinite(value) for value in item.values.values())
+        for value in (item.typed or {}).values():
+            assert isinstance(value, bool) or len(value.encode()) <= MAX_TEXT_BYTES
 
 
 def check_answer(status: int, answer: Any) -> str:

@@ -149,7 +149,7 @@ def test_a_read_key_gets_403_on_every_admin_or_write_route(api: str, plain_db_ur
     read_key = new_key(plain_db_url, "read")
     checked = []
     for method, template, operation in operations(api):
-        path = template.replace("{device_id}", "sec-a")
+        path = template.replace("{device_id}", "sec-a").replace("{child_id}", "sec-b")
         if method != "GET":
             # Writes are for admins only, so their documentation must say 403.
             assert "403" in operation["responses"], (method, template)
@@ -172,7 +172,7 @@ def test_every_keyed_route_refuses_a_missing_or_unknown_key(api: str) -> None:
     for method, template, operation in operations(api):
         if "401" not in operation["responses"]:
             continue
-        path = template.replace("{device_id}", "sec-a")
+        path = template.replace("{device_id}", "sec-a").replace("{child_id}", "sec-b")
         for headers in ({}, {"Authorization": "Bearer ak_unknown"}, {"Authorization": "Basic x"}):
             status, answer = request(api, method, path, None, headers)
             assert (status, answer["error"]) == (401, "unauthorized"), (method, template)

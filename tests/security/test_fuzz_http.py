@@ -125,7 +125,7 @@ def test_named_bodies_refused_whole(intake: Intake, body: bytes, status: int, co
     [
         pytest.param(now_item(device_id=MEGABYTE), "invalid_name", id="megabyte-device-id"),
         pytest.param(now_item(values={MEGABYTE: 1}), "invalid_name", id="megabyte-metric"),
-        pytest.param(now_item(values={"temp": MEGABYTE}), "schema", id="megabyte-value"),
+        pytest.param(now_item(values={"temp": MEGABYTE}), "too_long", id="megabyte-value"),
         pytest.param(now_item(ts=MEGABYTE), "schema", id="megabyte-ts"),
         *(
             pytest.param(now_item(values={name: 1}), "invalid_name", id=f"sql-metric-{i}")
