@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import psycopg
 from aiohttp import web
 
-from api import export, queries, routes_devices, routes_fleet, routes_readings
+from api import (
+    export,
+    queries,
+    routes_device_admin,
+    routes_devices,
+    routes_fleet,
+    routes_readings,
+)
 from api.auth import KeyStore
 from api.broker import BROKER, BrokerAdmin
 from api.console import add_console_routes
@@ -104,6 +111,7 @@ def endpoints() -> list[Endpoint]:
     """Return every endpoint of the API, in documentation order."""
     return [
         *routes_devices.router.endpoints,
+        *routes_device_admin.router.endpoints,
         *routes_readings.router.endpoints,
         *export.router.endpoints,
         *routes_fleet.router.endpoints,

@@ -1,8 +1,10 @@
 """Device credentials in the MQTT broker, through Mosquitto's dynamic security plugin.
 
 A device's broker username is its device id and its password is its device token; its
-role ``device:{id}`` lets it publish to ``telemetry/{id}``, ``telemetry/{id}/...`` and its
-retained ``status/{id}`` (with the Last Will), and nothing else. The plugin's ACLs have no
+role ``device:{id}`` lets it publish to ``telemetry/{id}``, ``telemetry/{id}/...``, its
+retained ``status/{id}`` (with the Last Will) and its retained report about itself,
+``attributes/{id}``, and nothing else (a gateway sends its children's readings on its own
+telemetry topic). The plugin's ACLs have no
 ``%u`` substitution in Mosquitto 2.0, hence one role per device.
 
 Each operation is one short MQTT 5 connection as the plugin's admin: subscribe to the
@@ -88,7 +90,7 @@ def _read(topic: str) -> list[Command]:
 
 
 def device_acls(device_id: str) -> list[Command]:
-    """ACLs of a device: publish its own telemetry and status, read its own receipts.
+    """ACLs of a device: publish its own telemetry, status and attributes; read its receipts.
 
     Device ids cannot hold ``/``, ``+`` or ``#`` (wire format), so each topic names
     exactly one device; ``telemetry/{id}/#`` also matches ``telemetry/{id}`` itself. A
@@ -97,24 +99,27 @@ def device_acls(device_id: str) -> list[Command]:
     return [
         {"acltype": "publishClientSend", "topic": f"telemetry/{device_id}/#", "allow": True},
         {"acltype": "publishClientSend", "topic": f"status/{device_id}", "allow": True},
+        {"acltype": "publishClientSend", "topic": f"attributes/{device_id}", "allow": True},
         *_read(f"receipts/{device_id}/#"),
         *_read(ANNOUNCE_TOPIC),
     ]
 
 
 def ingest_account(username: str, password: str, share_group: str) -> ServiceAccount:
-    """Describe the ingest's account: read all telemetry, send receipts and their announcement.
+    """Describe the ingest's account: read telemetry and attributes, send receipts.
 
-    It subscribes to ``telemetry/#`` (the default, one receiving worker per host) or, with a
-    ``share_group``, to ``$share/{share_group}/telemetry/#``.
+    It subscribes to ``telemetry/#`` and ``attributes/+`` (the default, one receiving worker
+    per host) or, with a ``share_group``, to the same under ``$share/{share_group}/``.
     """
-    subscription = f"$share/{share_group}/telemetry/#" if share_group else "telemetry/#"
+    prefix = f"$share/{share_group}/" if share_group else ""
     return ServiceAccount(
         username,
         password,
         (
-            {"acltype": "subscribePattern", "topic": subscription, "allow": True},
+            {"acltype": "subscribePattern", "topic": f"{prefix}telemetry/#", "allow": True},
+            {"acltype": "subscribePattern", "topic": f"{prefix}attributes/+", "allow": True},
             {"acltype": "publishClientReceive", "topic": "telemetry/#", "allow": True},
+            {"acltype": "publishClientReceive", "topic": "attributes/+", "allow": True},
             {"acltype": "publishClientSend", "topic": "receipts/#", "allow": True},
             {"acltype": "publishClientSend", "topic": ANNOUNCE_TOPIC, "allow": True},
         ),

@@ -3,6 +3,8 @@
 PostgreSQL formats the rows (``COPY ... TO STDOUT``), one index range scan per device and
 metric, and the handler passes them on in chunks of about 64 KiB. Each ``write`` waits
 for the client to drain, so a slow reader slows the query instead of filling memory.
+Values keep their type (NDJSON: numbers, true/false, strings; CSV: their text), and each
+row carries the device's unit of the metric (empty where none was given).
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import re
 
 from aiohttp import web
 
-from api import queries
+from api import queries, queries_typed
 from api.context import DATABASE
 from api.errors import BadRequestError, NotFoundError
 from api.models import DEVICE_ID_PATTERN, ErrorBody, ExportParams
 from api.routes_devices import metric_keys
-from api.routes_readings import time_range
+from api.routes_readings import time_range, units_of
 from api.routing import Reply, Router
 
 __all__ = ["router"]
@@ -25,7 +27,7 @@ router = Router()
 
 _CHUNK_BYTES = 65_536
 _MAX_DEVICES = 100
-_CSV_HEADER = b"device_id,metric,ts,value\n"
+_CSV_HEADER = b"device_id,metric,ts,value,unit\n"
 _MEDIA = {"csv": "text/csv", "ndjson": "application/x-ndjson"}
 
 
@@ -47,7 +49,7 @@ def _device_ids(text: str) -> list[str]:
         Reply(
             200,
             "readings ordered by device, metric and time: CSV with a header line"
-            " (device_id,metric,ts,value), or one JSON object a line",
+            " (device_id,metric,ts,value,unit), or one JSON object a line",
             {"type": "string"},
             tuple(_MEDIA.values()),
         )
@@ -61,7 +63,11 @@ async def export(request: web.Request, params: ExportParams) -> web.StreamRespon
     start, end = time_range(params.start, params.end)
     ids = _device_ids(params.device)
     db = request.app[DATABASE]
-    statement = queries.COPY_CSV if params.format == "csv" else queries.COPY_NDJSON
+    csv = params.format == "csv"
+    statements = {
+        True: queries.COPY_CSV if csv else queries.COPY_NDJSON,
+        False: queries_typed.COPY_CSV_TYPED if csv else queries_typed.COPY_NDJSON_TYPED,
+    }
     async with db.connection() as conn:
         cur = await conn.execute(queries.DEVICE_KEYS, [ids])
         keys = dict(await cur.fetchall())
@@ -81,15 +87,18 @@ async def export(request: web.Request, params: ExportParams) -> web.StreamRespon
             # An export may rightly run for minutes; the pool's statement timeout is for queries.
             await conn.execute(queries.NO_STATEMENT_TIMEOUT)
             for device_id in ids:
-                for metric_key, name in metrics.items():
+                units = await units_of(conn, keys[device_id], metrics)
+                for metric_key, metric in metrics.items():
                     args = {
                         "device_id": device_id,
-                        "metric": name,
+                        "metric": metric.name,
                         "device_key": keys[device_id],
                         "metric_key": metric_key,
                         "start": start,
                         "end": end,
+                        "unit": units.get(metric_key),
                     }
+                    statement = statements[metric.type == "number"]
                     async with conn.cursor().copy(statement, args) as copy:
                         async for row in copy:
                             chunk += row

@@ -3,7 +3,11 @@
 Parameter models hold a route's path and query parameters together: a field named in the
 path template is a path parameter, the others are query parameters (see ``api.routing``).
 Comma-separated lists (``metric=a,b``, ``agg=avg,max``) stay strings in the schema and are
-split by the validators here, so that a bad item gets a message that names it.
+split by the validators here, so that a bad item gets a message that names it; a parameter
+given as a list (``tag``) is repeated instead (``tag=a:1&tag=b:2``).
+
+A reading's value is a number, a boolean or a string (:data:`Value`), and keeps its type in
+every answer; ``unit`` is the device's unit of the metric where it gave one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, 
 
 # pydantic takes TypedDicts from typing only on Python 3.12 and later.
 from typing_extensions import TypedDict
+
+from api.tags import Tags
 
 __all__ = [
     "AGGREGATES",
@@ -48,7 +54,10 @@ __all__ = [
     "ReadingsParams",
     "RejectsParams",
     "TokenRotated",
+    "Value",
+    "ValueType",
     "metric_names",
+    "no_nul",
 ]
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -64,8 +73,20 @@ _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 _OUT_OF_RANGE = "time out of range (years 1900 to 9000)"
 
-Aggregate = Literal["avg", "min", "max", "count", "sum", "first", "last"]
-AGGREGATES: tuple[Aggregate, ...] = ("avg", "min", "max", "count", "sum", "first", "last")
+Aggregate = Literal["avg", "min", "max", "count", "sum", "first", "last", "states"]
+AGGREGATES: tuple[Aggregate, ...] = (
+    "avg",
+    "min",
+    "max",
+    "count",
+    "sum",
+    "first",
+    "last",
+    "states",
+)
+ValueType = Literal["number", "boolean", "string"]
+#: A reading's value; booleans before numbers, so that true stays true.
+Value = bool | float | str
 DeviceStatus = Literal["online", "offline", "never_seen"]
 DeviceSort = Literal["device_id", "-device_id", "last_seen", "-last_seen", "seq_gaps", "-seq_gaps"]
 
@@ -99,18 +120,18 @@ def _agg_list(value: str) -> str:
     return value
 
 
-def _no_nul(value: Any) -> Any:
+def no_nul(value: Any) -> Any:
     """Refuse NUL characters anywhere: PostgreSQL text and jsonb cannot hold them."""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("NUL characters are not allowed")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
+            no_nul(key)
+            no_nul(item)
     elif isinstance(value, list):
         for item in value:
-            _no_nul(item)
+            no_nul(item)
     return value
 
 
@@ -153,7 +174,7 @@ class ListDevicesParams(_Params):
     """Filter, sort and page through the registry (by device id unless ``sort`` says)."""
 
     status: DeviceStatus | None = Field(None, description="only devices in this status")
-    search: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+    search: Annotated[str | None, AfterValidator(no_nul)] = Field(
         None,
         min_length=1,
         max_length=64,
@@ -166,6 +187,7 @@ class ListDevicesParams(_Params):
     )
     limit: int = Field(100, ge=1, le=1000, description="devices per page")
     cursor: Cursor = None
+    tag: Tags = []
 
 
 class ReadingsParams(_Params):
@@ -185,7 +207,9 @@ class ReadingsParams(_Params):
     agg: Annotated[str, AfterValidator(_agg_list)] = Field(
         "avg,min,max,count",
         max_length=200,
-        description=f"aggregates, comma-separated, from {','.join(AGGREGATES)}",
+        description=f"aggregates, comma-separated, from {','.join(AGGREGATES)}; each series"
+        " gets those that apply to its type (numbers: all but states; booleans: all, avg as"
+        " the share of true; strings: count, first, last, states)",
     )
 
 
@@ -228,10 +252,13 @@ class CreateDevice(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     device_id: DeviceId
-    name: Annotated[str | None, AfterValidator(_no_nul)] = Field(None, max_length=200)
-    metadata: Annotated[dict[str, Any], AfterValidator(_no_nul)] = Field(default_factory=dict)
+    name: Annotated[str | None, AfterValidator(no_nul)] = Field(None, max_length=200)
+    metadata: Annotated[dict[str, Any], AfterValidator(no_nul)] = Field(default_factory=dict)
     expected_interval_s: int | None = Field(
         None, ge=1, le=2_147_483_647, description="how often it should report"
+    )
+    gateway: bool = Field(
+        default=False, description="whether it may send readings for devices attached to it"
     )
 
 
@@ -258,7 +285,12 @@ class TokenRotated(DeviceCreated):
 
 
 class Device(_Out):
-    """A registered device and its reporting status."""
+    """A registered device and its reporting status.
+
+    ``metadata`` is the operator's (set through the API), ``attributes`` what the device
+    reports about itself (since ``attributes_at``); ``gateway_id`` is the gateway it is
+    attached to.
+    """
 
     device_id: str
     name: str | None
@@ -269,6 +301,10 @@ class Device(_Out):
     status: DeviceStatus
     last_seq: int | None
     seq_gaps: int
+    attributes: dict[str, Any]
+    attributes_at: datetime | None
+    gateway: bool
+    gateway_id: str | None
 
 
 class DeviceList(_Out):
@@ -279,11 +315,12 @@ class DeviceList(_Out):
 
 
 class LatestValue(_Out):
-    """The newest reading of one metric."""
+    """The newest reading of one metric, and the device's unit of it (None: none given)."""
 
     metric: str
     ts: datetime
-    value: float
+    value: Value
+    unit: str | None
 
 
 class LatestValues(_Out):
@@ -305,38 +342,45 @@ class RawReading(_Out):
 
     metric: str
     ts: datetime
-    value: float
+    value: Value
 
 
 class RawReadings(_Out):
-    """One page of raw readings, ordered by metric then time."""
+    """One page of raw readings, ordered by metric then time; ``units`` by metric."""
 
     device_id: str
     start: datetime
     end: datetime
     readings: list[RawReading]
+    units: dict[str, str]
     next_cursor: str | None
 
 
 # A typed dict rather than a model: a day of minutes is 1,440 points per series, and
 # building as many models cost more than the query.
 class BucketPoint(TypedDict):
-    """Aggregates of one bucket; only those asked for are present."""
+    """Aggregates of one bucket; only those asked for (and that apply) are present.
+
+    ``states``: seconds the metric held each value within the bucket (and the range).
+    """
 
     ts: datetime
     avg: NotRequired[float]
-    min: NotRequired[float]
-    max: NotRequired[float]
+    min: NotRequired[bool | float]
+    max: NotRequired[bool | float]
     count: NotRequired[int]
     sum: NotRequired[float]
-    first: NotRequired[float]
-    last: NotRequired[float]
+    first: NotRequired[Value]
+    last: NotRequired[Value]
+    states: NotRequired[dict[str, float]]
 
 
 class BucketSeries(_Out):
-    """The buckets of one metric that hold readings, in time order."""
+    """The buckets of one metric that hold readings (or, for states, a value), in order."""
 
     metric: str
+    type: ValueType
+    unit: str | None
     points: list[BucketPoint]
 
 

@@ -3,6 +3,9 @@
 Device status is computed in SQL from ``last_seen`` and the expected reporting interval,
 so that the registry can be filtered by it: a device is ``online`` when it was heard
 within ``offline_after`` expected intervals (the device's own, or the default).
+
+Statements of booleans and strings are in :mod:`api.queries_typed`, of changes to devices
+and gateways in :mod:`api.queries_devices`, of fleet aggregates in :mod:`api.queries_fleet`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ __all__ = [
     "DELETE_DEVICE_READINGS",
     "DELETE_DEVICE_ROLLUPS_1H",
     "DELETE_DEVICE_ROLLUPS_1M",
+    "DELETE_DEVICE_TYPED",
+    "DEVICE_COLUMNS",
     "DEVICE_KEY",
     "DEVICE_KEYS",
     "EXPORT_SNAPSHOT",
@@ -37,6 +42,7 @@ __all__ = [
     "LIST_DEVICES_SORTED",
     "METRIC_KEYS",
     "METRIC_KEYS_ALL",
+    "NDJSON_COPY_OPTIONS",
     "NO_STATEMENT_TIMEOUT",
     "PING",
     "RAW_PAGE",
@@ -74,13 +80,20 @@ CASE WHEN last_seen IS NULL THEN 'never_seen'
      WHEN last_seen >= %(now)s - make_interval(
          secs => coalesce(expected_interval_s, %(default_interval_s)s) * %(offline_after)s)
      THEN 'online'
-     ELSE 'offline' END AS status
+     ELSE 'offline' END AS status,
+attributes, attributes_at, gateway,
+(SELECT g.device_id FROM devices g WHERE g.device_key = devices.gateway_key) AS gateway_id
 """
+#: How many columns a device row has (a sorted listing's cursor key follows them).
+DEVICE_COLUMNS = 14
 GET_DEVICE = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = %(device_id)s"  # noqa: S608  (constant)
 _LISTED = """
 device_key, device_id, name, metadata, expected_interval_s, created_at, last_seen, last_seq,
-seq_gaps, status
+seq_gaps, status, attributes, attributes_at, gateway, gateway_id
 """
+# Tags as one JSON object for containment, which the GIN index on metadata serves. Listings
+# with and without it are separate statements, so that neither plan serves the other.
+_TAGGED = "AND metadata @> %(tags)s::jsonb"
 # %(search)s: a substring of the id or the name, any case (strpos: no LIKE escaping needed).
 _DEVICE_FILTERS = """
 (%(status)s::text IS NULL OR status = %(status)s)
@@ -88,15 +101,23 @@ AND (%(search)s::text IS NULL
      OR strpos(lower(device_id), lower(%(search)s)) > 0
      OR strpos(lower(coalesce(name, '')), lower(%(search)s)) > 0)
 """
-# The default order walks the device_id index and stops at the page's end.
-LIST_DEVICES = f"""
+
+
+def _list_devices(tagged: bool) -> str:
+    # The default order walks the device_id index and stops at the page's end.
+    return f"""
 SELECT * FROM (
-    SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id > %(after)s
+    SELECT {_DEVICE_COLUMNS} FROM devices
+    WHERE device_id > %(after)s {_TAGGED if tagged else ""}
 ) d
 WHERE {_DEVICE_FILTERS}
 ORDER BY device_id
 LIMIT %(limit)s
-"""  # noqa: S608  (constant)
+"""  # noqa: S608  (constant fragments only)
+
+
+#: By whether tags are given.
+LIST_DEVICES = {tagged: _list_devices(tagged) for tagged in (False, True)}
 # Other orders: by a sort key, ties by device id, a page after (%(after_key)s,
 # %(after_id)s) when given. The key comes last as text, for the next cursor ('-infinity'
 # has no Python datetime). No index serves these: each page sorts the registry.
@@ -108,12 +129,13 @@ _SORT_KEYS = {
 }
 
 
-def _list_devices_by(field: str, descending: bool) -> str:
+def _list_devices_by(field: str, descending: bool, tagged: bool) -> str:
     key, kind = _SORT_KEYS[field]
     direction, after = ("DESC", "<") if descending else ("ASC", ">")
     return f"""
 SELECT {_LISTED}, sort_key::text AS cursor_key FROM (
     SELECT {_DEVICE_COLUMNS}, {key} AS sort_key FROM devices
+    WHERE true {_TAGGED if tagged else ""}
 ) d
 WHERE {_DEVICE_FILTERS}
   AND (%(after_id)s::text IS NULL
@@ -123,11 +145,12 @@ LIMIT %(limit)s
 """  # noqa: S608  (constant keys and directions only)
 
 
-# By sort parameter: "last_seen", "-last_seen"... ("device_id" is LIST_DEVICES).
+# By sort parameter ("last_seen", "-last_seen"...; "device_id" is LIST_DEVICES) and tags.
 LIST_DEVICES_SORTED = {
-    sign + field: _list_devices_by(field, descending=sign == "-")
+    (sign + field, tagged): _list_devices_by(field, descending=sign == "-", tagged=tagged)
     for field in _SORT_KEYS
     for sign in ("", "-")
+    for tagged in (False, True)
     if sign + field != "device_id"
 }
 
@@ -145,10 +168,13 @@ FROM readings WHERE time >= %(hour_ago)s AND time <= %(now)s
 
 DEVICE_KEY = "SELECT device_key FROM devices WHERE device_id = %s"
 DEVICE_KEYS = "SELECT device_id, device_key FROM devices WHERE device_id = ANY(%s)"
-METRIC_KEYS = "SELECT metric_key, name FROM metrics WHERE name = ANY(%s) ORDER BY metric_key"
-METRIC_KEYS_ALL = "SELECT metric_key, name FROM metrics ORDER BY metric_key"
+METRIC_KEYS = """
+SELECT metric_key, name, value_type FROM metrics WHERE name = ANY(%s) ORDER BY metric_key
+"""
+METRIC_KEYS_ALL = "SELECT metric_key, name, value_type FROM metrics ORDER BY metric_key"
 
 DELETE_DEVICE_READINGS = "DELETE FROM readings WHERE device_key = %s"
+DELETE_DEVICE_TYPED = "DELETE FROM readings_typed WHERE device_key = %s"
 DELETE_DEVICE_ROLLUPS_1M = "DELETE FROM readings_1m WHERE device_key = %s"
 DELETE_DEVICE_ROLLUPS_1H = "DELETE FROM readings_1h WHERE device_key = %s"
 DELETE_DEVICE_LATEST = "DELETE FROM latest_readings WHERE device_key = %s"
@@ -157,9 +183,10 @@ DELETE_DEVICE = "DELETE FROM devices WHERE device_key = %s"
 # latest_readings holds the newest reading per device and metric (kept by the ingest
 # writer), so these read one primary-key range per device instead of probing readings.
 LATEST = """
-SELECT m.name, l.time, l.value
+SELECT m.name, l.time, l.value, l.value_bool, l.value_text, u.unit
 FROM latest_readings l
 JOIN metrics m ON m.metric_key = l.metric_key
+LEFT JOIN metric_units u ON u.device_key = l.device_key AND u.metric_key = l.metric_key
 WHERE l.device_key = %(device_key)s
   AND (%(metric_keys)s::int2[] IS NULL OR l.metric_key = ANY(%(metric_keys)s))
 ORDER BY m.name
@@ -169,7 +196,8 @@ ORDER BY m.name
 # building as many Python objects took about 300 ms of the 400 ms such a page cost. Plain
 # concatenation is cheaper than json_build_object, and a timestamp's text form (DateStyle
 # ISO, which the caller sets) much cheaper than to_char. Names go through to_json (quoted
-# and escaped); values are finite float8, whose text form is valid JSON. Returns the page's
+# and escaped); numbers are finite float8, whose text form is valid JSON, booleans are true
+# or false, strings and units go through to_json. Returns the page's
 # devices as a JSON array, whether another page follows, and the page's last device id;
 # one device more than %(limit)s is read to learn the second.
 FLEET_LATEST_JSON = """
@@ -182,10 +210,16 @@ WITH page AS (
     SELECT s.device_id, string_agg(
         '{"metric":' || to_json(m.name)::text
             || ',"ts":"' || replace((l.time AT TIME ZONE 'UTC')::text, ' ', 'T')
-            || 'Z","value":' || l.value::text || '}',
+            || 'Z","value":'
+            || coalesce(l.value::text, l.value_bool::text, to_json(l.value_text)::text)
+            || ',"unit":' || coalesce(to_json(u.unit)::text, 'null') || '}',
         ',' ORDER BY m.name) AS items
     FROM shown s
-    LEFT JOIN (latest_readings l JOIN metrics m ON m.metric_key = l.metric_key)
+    LEFT JOIN (
+        latest_readings l
+        JOIN metrics m ON m.metric_key = l.metric_key
+        LEFT JOIN metric_units u ON u.device_key = l.device_key AND u.metric_key = l.metric_key
+    )
         ON l.device_key = s.device_key
        AND (%(metric_keys)s::int2[] IS NULL OR l.metric_key = ANY(%(metric_keys)s))
        AND l.time <= s.last_seen AND l.time > s.last_seen - %(window)s
@@ -299,15 +333,19 @@ ORDER BY time
 _RFC3339_UTC = """to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 # COPY takes no server-side parameters: psycopg binds these client-side, quoted as literals.
 COPY_CSV = f"""
-COPY (SELECT %(device_id)s::text, %(metric)s::text, {_RFC3339_UTC}, value {_EXPORT_ROWS})
+COPY (SELECT %(device_id)s::text, %(metric)s::text, {_RFC3339_UTC}, value, %(unit)s::text
+      {_EXPORT_ROWS})
 TO STDOUT (FORMAT csv)
 """
-# Ids and metric names cannot hold a backslash, so COPY's text escaping leaves the JSON as is.
+#: One JSON document a line, exactly as PostgreSQL writes it: CSV quotes a field only when
+#: it holds the delimiter, the quote or a line break, and JSON text holds none of these
+#: control characters raw (text COPY would double every backslash of an escape).
+NDJSON_COPY_OPTIONS = "(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
 COPY_NDJSON = f"""
 COPY (SELECT json_build_object('device_id', %(device_id)s::text, 'metric', %(metric)s::text,
-                               'ts', {_RFC3339_UTC}, 'value', value)
+                               'ts', {_RFC3339_UTC}, 'value', value, 'unit', %(unit)s::text)
       {_EXPORT_ROWS})
-TO STDOUT
+TO STDOUT {NDJSON_COPY_OPTIONS}
 """
 
 REJECTS = """

@@ -1,4 +1,7 @@
-"""Device registry routes: create, list, get, delete, rotate a token; latest values."""
+"""Device registry routes: create, list (by status, text or tags), get, delete, rotate a token.
+
+Also the latest values, of one device or of many.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import json
 import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from psycopg import AsyncConnection
@@ -31,15 +34,17 @@ from api.models import (
     ListDevicesParams,
     NoParams,
     TokenRotated,
+    ValueType,
     metric_names,
 )
 from api.pagination import decode_cursor, encode_cursor
 from api.routing import RawJson, Reply, Router
 from api.settings import ApiSettings
+from api.tags import tag_filter
 from core.errors import DeviceExistsError
 from core.registry import create_device, rotate_token
 
-__all__ = ["device_key", "metric_keys", "router"]
+__all__ = ["Metric", "device_from_row", "device_key", "metric_keys", "router", "status_params"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,8 @@ async def _confirm(device_id: str, action: str, change: Awaitable[None]) -> None
         raise
 
 
-def _status_params(settings: ApiSettings) -> dict[str, Any]:
+def status_params(settings: ApiSettings) -> dict[str, Any]:
+    """Return the parameters of a device's status (the API's rule) for a query."""
     return {
         "now": datetime.now(UTC),
         "default_interval_s": settings.api_default_interval_s,
@@ -75,7 +81,8 @@ def _status_params(settings: ApiSettings) -> dict[str, Any]:
     }
 
 
-def _device(row: tuple[Any, ...]) -> Device:
+def device_from_row(row: tuple[Any, ...]) -> Device:
+    """Build a device from a row of ``queries.GET_DEVICE``'s columns."""
     return Device(
         device_id=row[1],
         name=row[2],
@@ -86,6 +93,10 @@ def _device(row: tuple[Any, ...]) -> Device:
         last_seq=row[7],
         seq_gaps=row[8],
         status=row[9],
+        attributes=row[10],
+        attributes_at=row[11],
+        gateway=row[12],
+        gateway_id=row[13],
     )
 
 
@@ -97,8 +108,15 @@ async def device_key(conn: AsyncConnection[TupleRow], device_id: str) -> int:
     return int(row[0])
 
 
-async def metric_keys(conn: AsyncConnection[TupleRow], names: str | None) -> dict[int, str]:
-    """Return {key: name} of the metrics in ``a,b`` (all when None), in key order.
+class Metric(NamedTuple):
+    """A stored metric: its name and the type of its values."""
+
+    name: str
+    type: ValueType
+
+
+async def metric_keys(conn: AsyncConnection[TupleRow], names: str | None) -> dict[int, Metric]:
+    """Return {key: metric} of the metrics in ``a,b`` (all when None), in key order.
 
     Names never stored are left out: they have no readings.
     """
@@ -106,7 +124,7 @@ async def metric_keys(conn: AsyncConnection[TupleRow], names: str | None) -> dic
         cur = await conn.execute(queries.METRIC_KEYS_ALL)
     else:
         cur = await conn.execute(queries.METRIC_KEYS, [list(metric_names(names))])
-    return {int(key): str(name) for key, name in await cur.fetchall()}
+    return {int(key): Metric(name, kind) for key, name, kind in await cur.fetchall()}
 
 
 @router.json_with_body(
@@ -135,6 +153,7 @@ async def post_device(request: web.Request, _params: NoParams, body: CreateDevic
                 name=body.name,
                 metadata=body.metadata,
                 expected_interval_s=body.expected_interval_s,
+                gateway=body.gateway,
             )
         except DeviceExistsError as exc:
             raise ConflictError(str(exc)) from exc
@@ -151,33 +170,42 @@ async def post_device(request: web.Request, _params: NoParams, body: CreateDevic
     "GET", "/v1/devices", params=ListDevicesParams, reply=DeviceList, scope="read", tag="devices"
 )
 async def list_devices(request: web.Request, params: ListDevicesParams) -> DeviceList:
-    """List devices by id or by `sort`, optionally only those in a status or matching a text."""
-    filters = _status_params(request.app[SETTINGS]) | {
+    """List devices by id or by `sort`, optionally filtered by status, text or tags.
+
+    Tags (``tag=site:berlin``, repeatable) match the operator's metadata; all must match.
+    """
+    try:
+        tags = tag_filter(params.tag)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from exc
+    tagged = bool(tags)
+    filters = status_params(request.app[SETTINGS]) | {
         "status": params.status,
         "search": params.search,
         "limit": params.limit + 1,
+        "tags": json.dumps(tags),
     }
     if params.sort == "device_id":
         after = "" if params.cursor is None else str(decode_cursor(params.cursor, str)[0])
-        query, args = queries.LIST_DEVICES, filters | {"after": after}
+        query, args = queries.LIST_DEVICES[tagged], filters | {"after": after}
     else:
         after_key = after_id = None
         if params.cursor is not None:
             sort, after_key, after_id = decode_cursor(params.cursor, str, str, str)
             if sort != params.sort:
                 raise BadRequestError(f"cursor: a cursor of sort={sort}, not {params.sort}")
-        query = queries.LIST_DEVICES_SORTED[params.sort]
+        query = queries.LIST_DEVICES_SORTED[params.sort, tagged]
         args = filters | {"after_key": after_key, "after_id": after_id}
     async with request.app[DATABASE].connection() as conn:
         rows = await (await conn.execute(query, args)).fetchall()
-    devices = [_device(row) for row in rows[: params.limit]]
+    devices = [device_from_row(row) for row in rows[: params.limit]]
     next_cursor = None
     if len(rows) > params.limit:
         last = rows[params.limit - 1]
         next_cursor = (
             encode_cursor(last[1])
             if params.sort == "device_id"
-            else encode_cursor(params.sort, last[10], last[1])
+            else encode_cursor(params.sort, last[queries.DEVICE_COLUMNS], last[1])
         )
     return DeviceList(devices=devices, next_cursor=next_cursor)
 
@@ -190,12 +218,12 @@ async def get_device(request: web.Request, params: DeviceParams) -> Device:
     async with request.app[DATABASE].connection() as conn:
         cur = await conn.execute(
             queries.GET_DEVICE,
-            _status_params(request.app[SETTINGS]) | {"device_id": params.device_id},
+            status_params(request.app[SETTINGS]) | {"device_id": params.device_id},
         )
         row = await cur.fetchone()
     if row is None:
         raise NotFoundError(f"no device {params.device_id!r}")
-    return _device(row)
+    return device_from_row(row)
 
 
 @router.stream(
@@ -207,11 +235,15 @@ async def get_device(request: web.Request, params: DeviceParams) -> Device:
     tag="devices",
 )
 async def delete_device(request: web.Request, params: DeviceParams) -> web.StreamResponse:
-    """Delete a device, its readings and latest values (plain PostgreSQL: its rollup rows)."""
+    """Delete a device with its readings, units, latest values and history.
+
+    On plain PostgreSQL its rollup rows go too; a gateway's children are detached.
+    """
     db = request.app[DATABASE]
     async with db.connection() as conn, conn.transaction():
         key = await device_key(conn, params.device_id)
         await conn.execute(queries.DELETE_DEVICE_READINGS, [key])
+        await conn.execute(queries.DELETE_DEVICE_TYPED, [key])
         # TimescaleDB: materialized aggregates of the device stay until their range is
         # refreshed or expires; device keys are never reused, so nothing can reach them.
         if await db.storage_mode(conn) == "plain":
@@ -256,15 +288,25 @@ async def rotate_device_token(request: web.Request, params: DeviceParams) -> Tok
     tag="readings",
 )
 async def get_latest(request: web.Request, params: DeviceParams) -> LatestValues:
-    """Return the newest value and its time for every metric of a device."""
+    """Return the newest value, its time and unit for every metric of a device."""
     async with request.app[DATABASE].connection() as conn:
         key = await device_key(conn, params.device_id)
         cur = await conn.execute(queries.LATEST, {"device_key": key, "metric_keys": None})
         rows = await cur.fetchall()
     return LatestValues(
         device_id=params.device_id,
-        values=[LatestValue(metric=name, ts=ts, value=value) for name, ts, value in rows],
+        values=[
+            LatestValue(metric=name, ts=ts, value=_first(number, flag, text), unit=unit)
+            for name, ts, number, flag, text, unit in rows
+        ],
     )
+
+
+def _first(number: float | None, flag: bool | None, text: str | None) -> bool | float | str:
+    """Return the one of a typed row's value columns that holds its value."""
+    if number is not None:
+        return number
+    return flag if flag is not None else text or ""
 
 
 @router.json(

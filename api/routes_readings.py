@@ -1,4 +1,9 @@
-"""Reading routes: raw ranges with keyset pagination, and aggregates per time bucket."""
+"""Reading routes: raw ranges with keyset pagination, and aggregates per time bucket.
+
+Numbers come from ``readings`` and its rollups, booleans and strings from
+``readings_typed`` (:mod:`api.typed_readings`); every answer carries the units the device
+gave its metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from aiohttp import web
+from psycopg import AsyncConnection
+from psycopg.rows import TupleRow
 
-from api import buckets, queries
+from api import buckets, queries, queries_typed
 from api.context import DATABASE, SETTINGS
 from api.database import Database
 from api.errors import BadRequestError
@@ -20,12 +27,14 @@ from api.models import (
     RawReading,
     RawReadings,
     ReadingsParams,
+    ValueType,
 )
 from api.pagination import decode_cursor, encode_cursor
-from api.routes_devices import device_key, metric_keys
+from api.routes_devices import Metric, device_key, metric_keys
 from api.routing import Router
+from api.typed_readings import APPLICABLE, raw_page, typed_series
 
-__all__ = ["router", "time_range"]
+__all__ = ["router", "time_range", "units_of"]
 
 router = Router()
 
@@ -38,6 +47,16 @@ _QUERY = {
     ("rollup_1h", False): queries.BUCKETS_FROM_1H,
     ("rollup_1h", True): queries.BUCKETS_OF_1H,
 }
+
+
+async def units_of(
+    conn: AsyncConnection[TupleRow], device: int, metrics: dict[int, Metric]
+) -> dict[int, str]:
+    """Return {metric key: unit} of the device's metrics that have a unit."""
+    cur = await conn.execute(
+        queries_typed.UNITS, {"device_key": device, "metric_keys": list(metrics)}
+    )
+    return {int(key): str(unit) for key, unit in await cur.fetchall()}
 
 
 def time_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
@@ -87,36 +106,39 @@ async def _raw(db: Database, params: ReadingsParams, start: datetime, end: datet
     async with db.connection() as conn:
         key_of = await device_key(conn, params.device_id)
         metrics = await metric_keys(conn, params.metric)
+        units = await units_of(conn, key_of, metrics)
         # One index range scan per metric, in key order, until the page is full.
-        for metric_key, name in metrics.items():
+        for metric_key, metric in metrics.items():
             if metric_key < after_key:
                 continue
             room = params.limit + 1 - len(found)
             if room <= 0:
                 break
-            cur = await conn.execute(
-                queries.RAW_PAGE,
-                {
-                    "device_key": key_of,
-                    "metric_key": metric_key,
-                    "start": start,
-                    "end": end,
-                    "after": after_time if metric_key == after_key else start - timedelta(1),
-                    "limit": room,
-                },
-            )
+            page = {
+                "device_key": key_of,
+                "metric_key": metric_key,
+                "start": start,
+                "end": end,
+                "after": after_time if metric_key == after_key else start - timedelta(1),
+                "limit": room,
+            }
+            if metric.type != "number":
+                found += await raw_page(conn, metric.name, page)
+                continue
+            cur = await conn.execute(queries.RAW_PAGE, page)
             for ts, value in await cur.fetchall():
-                found.append(RawReading(metric=name, ts=ts, value=value))
+                found.append(RawReading(metric=metric.name, ts=ts, value=value))
     next_cursor = None
     if len(found) > params.limit:
         found.pop()
-        key_by_name = {name: key for key, name in metrics.items()}
+        key_by_name = {metric.name: key for key, metric in metrics.items()}
         next_cursor = encode_cursor(key_by_name[found[-1].metric], found[-1].ts.isoformat())
     return RawReadings(
         device_id=params.device_id,
         start=start,
         end=end,
         readings=found,
+        units={metrics[key].name: unit for key, unit in units.items()},
         next_cursor=next_cursor,
     )
 
@@ -128,31 +150,34 @@ async def _bucketed(
     async with db.connection() as conn:
         key_of = await device_key(conn, params.device_id)
         metrics = await metric_keys(conn, params.metric)
+        kinds = {metric.type for metric in metrics.values()}
+        if kinds and not any(APPLICABLE[kind].intersection(wanted) for kind in kinds):
+            raise BadRequestError(
+                f"agg: {','.join(wanted)} applies to none of the metrics, whose values are"
+                f" {' and '.join(sorted(kinds))}: " + _applicable(kinds)
+            )
+        units = await units_of(conn, key_of, metrics)
         chosen = buckets.plan(start, end, seconds, await db.rollups_complete_before(conn))
-        # Binary results: a day of minutes parses in a third of the time text takes.
-        cur = await conn.execute(
-            _QUERY[chosen.source, chosen.one_row_per_bucket],
-            {
-                "device_key": key_of,
-                "metric_keys": list(metrics),
-                "start": start,
-                "end": end,
-                "rollup_lo": chosen.rollup_lo,
-                "rollup_hi": chosen.rollup_hi,
-                "step": timedelta(seconds=seconds),
-            },
-            binary=True,
+        args = {
+            "device_key": key_of,
+            "metric_keys": [k for k, m in metrics.items() if m.type == "number"],
+            "start": start,
+            "end": end,
+            "rollup_lo": chosen.rollup_lo,
+            "rollup_hi": chosen.rollup_hi,
+            "step": timedelta(seconds=seconds),
+        }
+        series = await _numeric_series(
+            conn, chosen=chosen, args=args, metrics=metrics, units=units, wanted=wanted
         )
-        rows = await cur.fetchall()
-    # Rows come in metric order; each becomes a point holding only the aggregates asked for.
-    picked = [AGGREGATES.index(a) for a in wanted]
-    series: dict[int, list[BucketPoint]] = {}
-    for metric_key, ts, count, total, low, high, first, last in rows:
-        values = (total / count, low, high, count, total, first, last)
-        point: dict[str, Any] = {"ts": ts}
-        for name, i in zip(wanted, picked, strict=True):
-            point[name] = values[i]
-        series.setdefault(metric_key, []).append(cast("BucketPoint", point))
+        for metric_key, metric in metrics.items():
+            if metric.type != "number":
+                series[metric_key] = await typed_series(
+                    conn,
+                    (metric.name, metric.type, units.get(metric_key)),
+                    wanted,
+                    args | {"metric_key": metric_key},
+                )
     return BucketedReadings(
         device_id=params.device_id,
         start=start,
@@ -161,8 +186,45 @@ async def _bucketed(
         bucket_s=seconds,
         agg=wanted,
         source=chosen.source,
-        # Built from rows of known types: validating 1,440 points again would cost 3 ms.
-        series=[
-            BucketSeries.model_construct(metric=metrics[k], points=p) for k, p in series.items()
-        ],
+        series=[series[key] for key in sorted(series)],
     )
+
+
+def _applicable(kinds: set[ValueType]) -> str:
+    return "; ".join(
+        f"{kind} takes {','.join(a for a in AGGREGATES if a in APPLICABLE[kind])}"
+        for kind in sorted(kinds)
+    )
+
+
+async def _numeric_series(
+    conn: AsyncConnection[TupleRow],
+    *,
+    chosen: buckets.Plan,
+    args: dict[str, Any],
+    metrics: dict[int, Metric],
+    units: dict[int, str],
+    wanted: list[Aggregate],
+) -> dict[int, BucketSeries]:
+    """Aggregate the numeric metrics per bucket, from the rollups where they serve."""
+    if not args["metric_keys"]:
+        return {}
+    # Binary results: a day of minutes parses in a third of the time text takes.
+    cur = await conn.execute(_QUERY[chosen.source, chosen.one_row_per_bucket], args, binary=True)
+    rows = await cur.fetchall()
+    # Rows come in metric order; each becomes a point holding only the aggregates asked for.
+    picked = [(a, AGGREGATES.index(a)) for a in wanted if a in APPLICABLE["number"]]
+    points: dict[int, list[BucketPoint]] = {}
+    for metric_key, ts, count, total, low, high, first, last in rows:
+        values = (total / count, low, high, count, total, first, last)
+        point: dict[str, Any] = {"ts": ts}
+        for name, i in picked:
+            point[name] = values[i]
+        points.setdefault(metric_key, []).append(cast("BucketPoint", point))
+    # Built from rows of known types: validating 1,440 points again would cost 3 ms.
+    return {
+        key: BucketSeries.model_construct(
+            metric=metrics[key].name, type="number", unit=units.get(key), points=p
+        )
+        for key, p in points.items()
+    }

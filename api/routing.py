@@ -4,7 +4,9 @@ A handler declared here receives its parameters (and body) already validated and
 a pydantic model, which is serialized with the declared reply type. The OpenAPI document
 (``api.openapi``) is generated from the same :class:`Endpoint` records, so the two cannot
 drift apart. Fields of a parameter model named in the path template (``{device_id}``)
-are path parameters, the others query parameters.
+are path parameters, the others query parameters; a list field is a query parameter that
+may be repeated. The caller's :class:`~api.auth.Principal` is on the request
+(``request[PRINCIPAL]``) for handlers that record who did what.
 """
 
 from __future__ import annotations
@@ -12,17 +14,28 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from api.auth import Scope
+from api.auth import Principal, Scope
 from api.context import DATABASE, KEYS
 from api.errors import BadRequestError
 from api.models import ErrorBody, NoParams
 
-__all__ = ["Endpoint", "RawJson", "Reply", "Router", "path_parameters", "validation_message"]
+__all__ = [
+    "PRINCIPAL",
+    "Endpoint",
+    "RawJson",
+    "Reply",
+    "Router",
+    "path_parameters",
+    "validation_message",
+]
+
+#: Who is calling (an endpoint with a scope only).
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 P = TypeVar("P", bound=BaseModel)
 B = TypeVar("B", bound=BaseModel)
@@ -90,10 +103,21 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _repeatable(model: type[BaseModel]) -> set[str]:
+    """Return the names of the list fields of ``model``: query parameters given repeatedly."""
+    return {
+        name for name, field in model.model_fields.items() if get_origin(field.annotation) is list
+    }
+
+
 def _parse_params(request: web.Request, model: type[P]) -> P:
-    given: dict[str, str] = dict(request.match_info)
+    given: dict[str, str | list[str]] = dict(request.match_info)
+    repeatable = _repeatable(model)
     for name in request.query:
         values = request.query.getall(name)
+        if name in repeatable:
+            given[name] = values
+            continue
         if len(values) > 1:
             raise BadRequestError(f"{name}: give it once (use commas for several values)")
         given[name] = values[0]
@@ -287,4 +311,6 @@ def _summary(handler: Callable[..., object]) -> str:
 async def _authorize(request: web.Request, scope: Scope | None) -> None:
     if scope is not None:
         app = request.app
-        await app[KEYS].authenticate(app[DATABASE], request.headers.get("Authorization"), scope)
+        request[PRINCIPAL] = await app[KEYS].authenticate(
+            app[DATABASE], request.headers.get("Authorization"), scope
+        )

@@ -171,11 +171,17 @@ async def test_latest_per_device_and_fleet_wide(
     assert latest == {
         "device_id": "a",
         "values": [
-            {"metric": "humidity", "ts": last.isoformat().replace("+00:00", "Z"), "value": 91.25},
+            {
+                "metric": "humidity",
+                "ts": last.isoformat().replace("+00:00", "Z"),
+                "value": 91.25,
+                "unit": None,
+            },
             {
                 "metric": "temperature",
                 "ts": last.isoformat().replace("+00:00", "Z"),
                 "value": 90.25,
+                "unit": None,
             },
         ],
     }

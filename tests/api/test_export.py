@@ -34,11 +34,11 @@ async def test_csv_and_ndjson_hold_every_reading_in_order(
     assert r.status == 200
     assert r.headers["Content-Type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(await r.text())))
-    assert rows[0] == ["device_id", "metric", "ts", "value"]
+    assert rows[0] == ["device_id", "metric", "ts", "value", "unit"]
     assert len(rows) == 1 + 5 + 2 * 20
-    assert rows[1] == ["b", "temperature", _z(T0), "0.25"]
+    assert rows[1] == ["b", "temperature", _z(T0), "0.25", ""]
     # Metrics come in the order they were first stored (humidity sorts first in a batch).
-    assert rows[6] == ["a", "humidity", _z(T0), "1.25"]
+    assert rows[6] == ["a", "humidity", _z(T0), "1.25", ""]
     r = await client.get("/v1/export", params=params | {"format": "ndjson"}, headers=ADMIN)
     assert r.headers["Content-Type"] == "application/x-ndjson; charset=utf-8"
     lines = [json.loads(line) for line in (await r.text()).splitlines()]
@@ -48,6 +48,7 @@ async def test_csv_and_ndjson_hold_every_reading_in_order(
         "metric": "temperature",
         "ts": _z(T0 + timedelta(seconds=19)),
         "value": 190.25,
+        "unit": None,
     }
     r = await client.get("/v1/export", params=params | {"metric": "humidity"}, headers=ADMIN)
     assert len((await r.text()).splitlines()) == 1 + 20
