@@ -12,6 +12,7 @@ from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
+    DataTransformerConfig,
     DynamicConfigValue,
     FieldColor,
     FieldColorModeId,
@@ -19,18 +20,29 @@ from grafana_foundation_sdk.models.dashboard import (
     ValueMapping,
     ValueMappingResult,
     VariableModel,
+    VariableRefresh,
+    VariableSort,
 )
+
+from dashboards.datasources import PG
+from dashboards.sql import Sql, SqlFormat
 
 __all__ = [
     "bar_chart",
     "fixed_color",
     "line_chart",
+    "query_variable",
     "stat_panel",
     "status_constants",
     "status_mappings",
     "table_panel",
     "telemetry_dashboard",
+    "unit_from_query",
+    "unit_target",
 ]
+
+#: The refId of a panel's unit query (see :func:`unit_target`).
+UNIT_REF_ID = "unit"
 
 
 def telemetry_dashboard(title: str, uid: str, description: str) -> dashboard.Dashboard:
@@ -61,6 +73,39 @@ def status_constants() -> list[Builder[VariableModel]]:
             "API_OFFLINE_AFTER_INTERVALS"
         ),
     ]
+
+
+def query_variable(name: str, label: str, sql: str) -> dashboard.QueryVariable:
+    """Start a variable whose options are the SQL's first column, sorted, refreshed on load."""
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(PG)
+        .query(sql.strip())
+        .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def unit_target(sql: str) -> Sql:
+    """Build a panel's second query: one row, one column ``unit`` (see :func:`unit_from_query`)."""
+    return Sql(sql, SqlFormat.TABLE, ("unit",), ref_id=UNIT_REF_ID)
+
+
+def unit_from_query() -> DataTransformerConfig:
+    """Take the numbers' unit from the unit query ("Config from query results").
+
+    The unit is the devices' own (a metric's unit in ``metric_units``), so the axis and the
+    tooltip show it; Grafana shows a unit it does not know as a suffix.
+    """
+    return DataTransformerConfig(
+        id_val="configFromData",
+        options={
+            "configRefId": UNIT_REF_ID,
+            "mappings": [{"fieldName": "unit", "handlerKey": "unit"}],
+            "applyTo": {"id": "byType", "options": "number"},
+        },
+    )
 
 
 def status_mappings() -> list[ValueMapping]:

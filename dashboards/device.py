@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models import units
 from grafana_foundation_sdk.models.dashboard import (
     DynamicConfigValue,
     VariableHide,
     VariableOption,
-    VariableRefresh,
-    VariableSort,
 )
 
 from dashboards import queries
 from dashboards.common import (
     line_chart,
+    query_variable,
     stat_panel,
     status_constants,
     status_mappings,
     table_panel,
     telemetry_dashboard,
+    unit_from_query,
+    unit_target,
 )
 from dashboards.datasources import PG
 from dashboards.sql import Sql, SqlFormat
@@ -27,26 +27,14 @@ from dashboards.sql import Sql, SqlFormat
 __all__ = ["DEVICE_DETAIL"]
 
 
-def _query_variable(name: str, label: str, sql: str) -> dashboard.QueryVariable:
-    """Start a variable whose options are the SQL's first column, sorted, refreshed on load."""
-    return (
-        dashboard.QueryVariable(name)
-        .label(label)
-        .datasource(PG)
-        .query(sql.strip())
-        .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
-        .sort(VariableSort.ALPHABETICAL_ASC)
-    )
-
-
-_DEVICE = _query_variable("device", "Device", queries.DEVICE_VARIABLE)
+_DEVICE = query_variable("device", "Device", queries.DEVICE_VARIABLE)
 _METRIC = (
-    _query_variable("metric", "Metrics", queries.METRIC_VARIABLE)
+    query_variable("metric", "Metrics", queries.METRIC_VARIABLE)
     .multi(True)
     .include_all(True)
     .current(VariableOption(selected=True, text=["All"], value=["$__all"]))
 )
-_RESOLUTION = _query_variable("resolution", "Resolution", queries.RESOLUTION_VARIABLE).hide(
+_RESOLUTION = query_variable("resolution", "Resolution", queries.RESOLUTION_VARIABLE).hide(
     VariableHide.HIDE_VARIABLE
 )
 
@@ -77,9 +65,14 @@ _LATEST = (
     table_panel()
     .id(2)
     .title("Latest values")
-    .description("The newest stored value of each selected metric and when it was taken.")
+    .description(
+        "The newest stored value of each selected metric (numbers, true or false, text), its "
+        "unit and when it was taken."
+    )
     .datasource(PG)
-    .with_target(Sql(queries.DEVICE_LATEST, SqlFormat.TABLE, ("metric", "value", "reading time")))
+    .with_target(
+        Sql(queries.DEVICE_LATEST, SqlFormat.TABLE, ("metric", "value", "unit", "reading time"))
+    )
     .span(10)
     .height(8)
 )
@@ -115,6 +108,9 @@ _SERIES = (
     .with_target(
         Sql(queries.DEVICE_METRIC_SERIES, SqlFormat.TIME_SERIES, ("time", "avg", "min", "max"))
     )
+    .with_target(unit_target(queries.DEVICE_METRIC_UNIT))
+    .with_transformation(unit_from_query())
+    .axis_label("$metric")
     .span(12)
     .height(8)
     .override_by_name(

@@ -1,4 +1,7 @@
-"""Fleet overview: devices by status, readings per second, reject reasons, a map."""
+"""Fleet overview: devices by status, readings per second, reject reasons, a map, a tag's metric.
+
+The last panel shows one metric across the devices of a tag.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +17,14 @@ from dashboards.common import (
     bar_chart,
     fixed_color,
     line_chart,
+    query_variable,
     stat_panel,
     status_constants,
     status_mappings,
     table_panel,
     telemetry_dashboard,
+    unit_from_query,
+    unit_target,
 )
 from dashboards.datasources import PG
 from dashboards.sql import Sql, SqlFormat
@@ -198,6 +204,33 @@ _SILENT = (
     .override_by_name("expected_interval_s", [DynamicConfigValue("unit", units.Seconds)])
 )
 
+_TAG = query_variable("tag", "Tag", queries.TAG_VARIABLE).description(
+    "Devices whose metadata holds this key:value (all: every device)"
+)
+_GROUP_BY = query_variable("group_by", "Group by", queries.GROUP_BY_VARIABLE).description(
+    "One series per value of this metadata key (none: one series)"
+)
+_FLEET_METRIC = query_variable("fleet_metric", "Metric", queries.FLEET_METRIC_VARIABLE)
+
+_BY_TAG = (
+    line_chart()
+    .id(7)
+    .title("$fleet_metric by $group_by ($tag)")
+    .description(
+        "The average of the metric across the devices of the tag, per bucket, one series per "
+        "value of the group-by key: what GET /v1/aggregate answers. Raw readings below a "
+        "1-minute bucket, the 1-minute rollup below 1 hour, the 1-hour rollup above; the unit "
+        "is the one the devices gave the metric."
+    )
+    .datasource(PG)
+    .with_target(Sql(queries.FLEET_BY_TAG, SqlFormat.TIME_SERIES, ("time", "metric", "avg")))
+    .with_target(unit_target(queries.FLEET_METRIC_UNIT))
+    .with_transformation(unit_from_query())
+    .axis_label("$fleet_metric")
+    .span(24)
+    .height(9)
+)
+
 FLEET_OVERVIEW = (
     telemetry_dashboard(
         "Fleet overview",
@@ -206,12 +239,13 @@ FLEET_OVERVIEW = (
     )
     .time("now-6h", "now")
     .refresh("30s")
-    .variables(status_constants())
+    .variables([*status_constants(), _TAG, _GROUP_BY, _FLEET_METRIC])
     .with_panel(_STATUS)
     .with_panel(_RATE)
     .with_panel(_REJECT_REASONS)
     .with_panel(_REJECTS_OVER_TIME)
     .with_panel(_MAP)
     .with_panel(_SILENT)
+    .with_panel(_BY_TAG)
     .build()
 )

@@ -19,12 +19,17 @@ from __future__ import annotations
 __all__ = [
     "DEVICE_LATEST",
     "DEVICE_METRIC_SERIES",
+    "DEVICE_METRIC_UNIT",
     "DEVICE_REJECTS",
     "DEVICE_STATUS",
     "DEVICE_VARIABLE",
+    "FLEET_BY_TAG",
     "FLEET_MAP",
+    "FLEET_METRIC_UNIT",
+    "FLEET_METRIC_VARIABLE",
     "FLEET_STATUS",
     "FRESHNESS",
+    "GROUP_BY_VARIABLE",
     "METRIC_VARIABLE",
     "READINGS_PER_SECOND",
     "RECENT_REJECTS",
@@ -32,6 +37,7 @@ __all__ = [
     "REJECTS_OVER_TIME",
     "RESOLUTION_VARIABLE",
     "SILENT_DEVICES",
+    "TAG_VARIABLE",
 ]
 
 # The API's rule (api/queries.py): online when heard within offline_after expected
@@ -117,12 +123,13 @@ LIMIT 200
 
 DEVICE_VARIABLE = "SELECT device_id FROM devices ORDER BY device_id"
 
+# The numeric metrics: those that the series panels draw.
 METRIC_VARIABLE = """
 SELECT m.name
 FROM latest_readings l
 JOIN metrics m ON m.metric_key = l.metric_key
 JOIN devices d ON d.device_key = l.device_key
-WHERE d.device_id = ${device:sqlstring}
+WHERE d.device_id = ${device:sqlstring} AND m.value_type = 'number'
 ORDER BY m.name
 """
 
@@ -142,11 +149,14 @@ FROM devices d
 WHERE d.device_id = ${{device:sqlstring}}
 """  # noqa: S608  (constant fragments only)
 
+# Every metric, whatever its type: booleans as true or false, strings as they are.
 DEVICE_LATEST = """
-SELECT m.name AS metric, l.value, l.time AS "reading time"
+SELECT m.name AS metric, coalesce(l.value::text, l.value_bool::text, l.value_text) AS value,
+       u.unit, l.time AS "reading time"
 FROM latest_readings l
 JOIN metrics m ON m.metric_key = l.metric_key
 JOIN devices d ON d.device_key = l.device_key
+LEFT JOIN metric_units u ON u.device_key = l.device_key AND u.metric_key = l.metric_key
 WHERE d.device_id = ${device:sqlstring} AND m.name = ANY(ARRAY[${metric:sqlstring}]::text[])
 ORDER BY m.name
 """
@@ -187,6 +197,16 @@ GROUP BY 1
 ORDER BY 1
 """  # noqa: S608  (constant fragments only)
 
+# The device's unit of the panel's metric (NULL: none given), which the panel takes as its
+# unit ("Config from query results"): axis and tooltip show it.
+DEVICE_METRIC_UNIT = """
+SELECT max(u.unit) AS unit
+FROM metric_units u
+JOIN devices d ON d.device_key = u.device_key
+JOIN metrics m ON m.metric_key = u.metric_key
+WHERE d.device_id = ${device:sqlstring} AND m.name = ANY(ARRAY[${metric:sqlstring}]::text[])
+"""
+
 DEVICE_REJECTS = """
 SELECT received_at, source, reason, item_index, detail
 FROM dead_letters
@@ -207,3 +227,67 @@ FRESHNESS = """
 SELECT extract(epoch FROM now() - max(last_seen))::float8 AS "since last reading"
 FROM devices
 """
+
+# Fleet aggregates by tag, as GET /v1/aggregate computes them: the devices whose metadata
+# holds the tag ("all": every device), one series per value of the group_by key ("none": one
+# series), the average of a numeric metric across them per bucket, from the source the
+# interval picks (as the per-device series do).
+_TAGGED = """
+(${tag:sqlstring} = 'all'
+ OR d.metadata @> jsonb_build_object(
+     split_part(${tag:sqlstring}, ':', 1),
+     substr(${tag:sqlstring}, strpos(${tag:sqlstring}, ':') + 1)))"""
+
+TAG_VARIABLE = """
+SELECT 'all'
+UNION ALL
+(SELECT DISTINCT m.key || ':' || m.value
+ FROM devices d, jsonb_each_text(d.metadata) m
+ ORDER BY 1)
+"""
+
+GROUP_BY_VARIABLE = """
+SELECT 'none'
+UNION ALL
+(SELECT DISTINCT jsonb_object_keys(metadata) FROM devices ORDER BY 1)
+"""
+
+FLEET_METRIC_VARIABLE = "SELECT name FROM metrics WHERE value_type = 'number' ORDER BY name"
+
+FLEET_BY_TAG = f"""
+WITH sel AS (
+    SELECT d.device_key,
+           CASE WHEN ${{group_by:sqlstring}} = 'none' THEN 'all devices'
+                ELSE coalesce(d.metadata ->> ${{group_by:sqlstring}}, '(none)') END AS grp
+    FROM devices d
+    WHERE {_TAGGED}
+), m AS (
+    SELECT metric_key FROM metrics WHERE name = ${{fleet_metric:sqlstring}}
+), parts (t, grp, n, s) AS (
+    SELECT r.time, sel.grp, 1::int8, r.value
+    FROM readings r JOIN sel ON sel.device_key = r.device_key
+    WHERE {_SOURCE_RAW} AND r.metric_key = (SELECT metric_key FROM m) AND $__timeFilter(r.time)
+    UNION ALL
+    SELECT r.bucket, sel.grp, r.count, r.sum
+    FROM readings_1m r JOIN sel ON sel.device_key = r.device_key
+    WHERE {_SOURCE_1M} AND r.metric_key = (SELECT metric_key FROM m)
+      AND $__timeFilter(r.bucket)
+    UNION ALL
+    SELECT r.bucket, sel.grp, r.count, r.sum
+    FROM readings_1h r JOIN sel ON sel.device_key = r.device_key
+    WHERE {_SOURCE_1H} AND r.metric_key = (SELECT metric_key FROM m)
+      AND $__timeFilter(r.bucket)
+)
+SELECT $__timeGroupAlias(t, $__interval, NULL), grp AS metric, sum(s) / sum(n) AS avg
+FROM parts
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""  # noqa: S608  (constant fragments only)
+
+FLEET_METRIC_UNIT = f"""
+SELECT max(u.unit) AS unit
+FROM metric_units u
+JOIN devices d ON d.device_key = u.device_key
+JOIN metrics m ON m.metric_key = u.metric_key
+WHERE m.name = ${{fleet_metric:sqlstring}} AND {_TAGGED}
+"""  # noqa: S608  (constant fragments only)

@@ -52,8 +52,10 @@ class SqlQuery(cogvariants.Dataquery):
 class Sql(cogbuilder.Builder[SqlQuery]):
     """Builds a :class:`SqlQuery` for a panel's ``with_target``."""
 
-    def __init__(self, raw_sql: str, format_val: SqlFormat, columns: tuple[str, ...]) -> None:
-        self._internal = SqlQuery(raw_sql, format_val, columns)
+    def __init__(
+        self, raw_sql: str, format_val: SqlFormat, columns: tuple[str, ...], ref_id: str = "A"
+    ) -> None:
+        self._internal = SqlQuery(raw_sql, format_val, columns, ref_id)
 
     def build(self) -> SqlQuery:
         """Return the query."""

@@ -25,9 +25,11 @@ from grafana_foundation_sdk.models import prometheus
 from grafana_foundation_sdk.models.dashboard import Dashboard, Panel
 from psycopg import sql as pgsql
 from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
 
 from dashboards import DASHBOARDS, DEVICE_DETAIL, FLEET_OVERVIEW, queries
 from dashboards.build import filename, main, render
+from dashboards.common import UNIT_REF_ID
 from dashboards.sql import SqlFormat, SqlQuery
 from ingest.metrics import METRICS
 from ingest.records import DeadLetter, ReadingSet
@@ -49,6 +51,11 @@ STABLE_UIDS = {"telemetry-fleet-overview", "telemetry-device-detail", "telemetry
 RANGE = TimeRange(T0 - timedelta(hours=1), T0 + timedelta(hours=4))
 # One interval per source: raw readings, the 1-minute rollup, the 1-hour rollup.
 INTERVALS = (timedelta(seconds=10), timedelta(minutes=5), timedelta(hours=2))
+TAGS: dict[str, dict[str, str]] = {
+    "pump-1": {"site": "berlin", "room": "a"},
+    "pump-2": {"site": "berlin", "room": "b"},
+    "never-1": {"site": "paris"},
+}
 GAP = (T0 + timedelta(minutes=60), T0 + timedelta(minutes=75))
 TAIL_FROM = T0 + timedelta(minutes=160)
 
@@ -236,6 +243,11 @@ async def _load(url: str, storage_mode: str) -> dict[str, list[ReadingSet]]:
     }
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         keys = {d: await add_device(conn, d) for d in ("never-1", "pump-1", "pump-2")}
+        for device_id, metadata in TAGS.items():
+            await conn.execute(
+                "UPDATE devices SET metadata = %s WHERE device_id = %s",
+                [Jsonb(metadata), device_id],
+            )
         await conn.execute(
             "UPDATE devices SET expected_interval_s = 10, last_seen = now() WHERE device_id = %s",
             ["pump-1"],
@@ -255,6 +267,12 @@ async def _load(url: str, storage_mode: str) -> dict[str, list[ReadingSet]]:
     await refresh_rollups(url, storage_mode)
     async with open_writer(url, storage_mode) as writer:
         await writer.write([s for s in sets["pump-1"] if s[1] >= TAIL_FROM])
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO metric_units (device_key, metric_key, unit)"
+            " SELECT %s, metric_key, '°C' FROM metrics WHERE name = 'temperature'",
+            [keys["pump-1"]],
+        )
     return data
 
 
@@ -273,13 +291,18 @@ def _check_columns(
     if panel.type_val == "geomap":
         assert typed["latitude"] in NUMBERS
         assert typed["longitude"] in NUMBERS
+
+
+def _check_references(panel: Panel, names: set[str]) -> None:
+    """The fields a panel configures are among those its queries return."""
+    where = f"{panel.title!r}"
     saved = json.loads(json.dumps(panel, cls=JSONEncoder))
     overrides = saved.get("fieldConfig", {}).get("overrides", [])
     referenced = {o["matcher"]["options"] for o in overrides if o["matcher"]["id"] == "byName"}
     for layer in saved.get("options", {}).get("layers", []):
         referenced |= {layer["location"]["latitude"], layer["location"]["longitude"]}
         referenced.add(layer["config"]["style"]["color"]["field"])
-    assert referenced <= set(names), f"{where} configures fields it does not get: {referenced}"
+    assert referenced <= names, f"{where} configures fields it does not get: {referenced}"
 
 
 async def _check_dashboard(
@@ -290,6 +313,7 @@ async def _check_dashboard(
     results: dict[tuple[str, timedelta], Rows] = {}
     for panel in panels(dashboard):
         assert panel.title is not None
+        returned: set[str] = set()
         for target in panel.targets or []:
             if not isinstance(target, SqlQuery):
                 continue
@@ -299,7 +323,11 @@ async def _check_dashboard(
                     sql = grafana.expand(target.raw_sql, interval, values)
                     names, types, rows = await run_sql(grafana.conn, sql)
                     _check_columns(panel, target, names, types, rows)
-                    results[panel.title, requested] = rows
+                    returned |= set(names)
+                    key = (panel.title, requested)
+                    results[(*key, "unit") if target.ref_id == UNIT_REF_ID else key] = rows
+        if returned:
+            _check_references(panel, returned)
     return results
 
 
@@ -373,6 +401,8 @@ async def test_every_query_runs_and_returns_its_columns(
     gap_buckets = [r for r in device["$metric", INTERVALS[1]] if _in_gap(r[0])]
     assert gap_buckets == []
     assert device["Status", INTERVALS[0]][0][0] == "online"
+    # The axis shows the device's unit of the metric (the last copy's: temperature).
+    assert device["$metric", INTERVALS[0], "unit"] == [("°C",)]
 
 
 def _in_gap(bucket: object) -> bool:
@@ -395,3 +425,35 @@ async def test_each_source_counts_every_reading(db_url: str, storage_mode: str) 
             _, _, rows = await run_sql(conn, sql)
             counted = sum(float(rate) * interval.total_seconds() for _, rate in rows)
             assert round(counted) == stored, interval
+
+
+async def test_the_tag_panel_averages_a_metric_across_the_tag_by_group(
+    db_url: str, storage_mode: str
+) -> None:
+    data = await _load(db_url, storage_mode)
+    # The 1-hour rollup lags the newest readings until its next refresh, as for one device.
+    await refresh_rollups(db_url, storage_mode)
+    choose = {"tag": "site:berlin", "group_by": "room", "fleet_metric": "temperature"}
+    title = "$fleet_metric by $group_by ($tag)"
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        grafana = _Grafana(conn, timescaledb=False)
+        fleet = await _check_dashboard(grafana, FLEET_OVERVIEW, choose)
+    for interval in INTERVALS:
+        rows = fleet[title, interval]
+        seconds = interval.total_seconds()
+        expected: dict[tuple[float, str], list[float]] = {}
+        for device_id, room in (("pump-1", "a"), ("pump-2", "b")):
+            for _, ts, values in data[device_id]:
+                bucket = ts.timestamp() // seconds * seconds
+                expected.setdefault((bucket, room), []).append(values["temperature"])
+        got = {(_epoch(r[0]), r[1]): float(r[2]) for r in rows}
+        # Grafana asks for the dashboard's range only: compare the buckets it returned.
+        assert got
+        for key, avg in got.items():
+            assert avg == pytest.approx(sum(expected[key]) / len(expected[key])), (interval, key)
+        assert {room for _, room in got} == {"a", "b"}
+        assert fleet[title, interval, "unit"] == [("°C",)]
+
+
+def _epoch(bucket: object) -> float:
+    return bucket.timestamp() if isinstance(bucket, datetime) else float(str(bucket))
