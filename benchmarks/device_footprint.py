@@ -171,7 +171,7 @@ def fill_spool(work: Path, device_id: str, backlog: int) -> None:
         for start in range(0, backlog, FEED_BATCH):
             n = min(FEED_BATCH, backlog - start)
             stamps = (first + timedelta(seconds=start + i) for i in range(n))
-            spool.append([(ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), values) for ts in stamps])
+            spool.append([(ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), values, None) for ts in stamps])
 
 
 class Counter:

@@ -9,8 +9,11 @@ next start.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 
+from device_client import __version__
 from device_client.config import AgentConfig
 from device_client.errors import ConfigError, DeviceClientError
 from device_client.forwarder import Forwarder
@@ -18,8 +21,9 @@ from device_client.sampler import Sampler
 from device_client.sensors import Sensor, create_sensor
 from device_client.spool import Spool
 from device_client.transport import Transport
+from device_client.wire import encode_attributes
 
-__all__ = ["Agent", "build_sensors", "build_transport"]
+__all__ = ["Agent", "attributes", "build_sensors", "build_transport"]
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +42,29 @@ def build_sensors(config: AgentConfig) -> list[Sensor]:
     return sensors
 
 
+def attributes(config: AgentConfig) -> dict[str, object]:
+    """Return what the device reports about itself: agent version, host, ``[attributes]``."""
+    return {
+        "agent": f"telemetry-device {__version__}",
+        "python": ".".join(str(part) for part in sys.version_info[:3]),
+        "machine": os.uname().machine,
+        **config.attributes,
+    }
+
+
 def build_transport(config: AgentConfig) -> Transport:
     """Build the configured transport (TLS material is loaded here, so errors show early)."""
+    report = encode_attributes(attributes(config))
     # Imported here so that a device loads only the client library it uses (RSS budget).
     if config.transport == "mqtt":
         from device_client.transport_mqtt import MqttTransport  # noqa: PLC0415
 
         assert config.mqtt is not None
-        return MqttTransport(config.mqtt, config.tls, config.device_id)
+        return MqttTransport(config.mqtt, config.tls, config.device_id, report)
     from device_client.transport_http import HttpTransport  # noqa: PLC0415
 
     assert config.http is not None
-    return HttpTransport(config.http, config.tls)
+    return HttpTransport(config.http, config.tls, report)
 
 
 class Agent:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from device_client.config_values import (
     Table,
@@ -97,6 +97,13 @@ class HttpConfig:
     token: str = field(repr=False)
     timeout_s: float = 10.0
 
+    @property
+    def attributes_url(self) -> str:
+        """Where the device reports its attributes: ``PUT`` beside the telemetry URL."""
+        parts = urlsplit(self.url)
+        path = parts.path.rsplit("/", 1)[0] + "/attributes"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
 
 @dataclass(frozen=True)
 class BatchConfig:
@@ -128,12 +135,17 @@ class ReconnectConfig:
 
 @dataclass(frozen=True)
 class SensorSpec:
-    """One ``[[sensors]]`` table: its type, metric name, period and type-specific options."""
+    """One ``[[sensors]]`` table: its type, metric name, period and type-specific options.
+
+    ``device``: the child device it reads, when the agent runs as a gateway (None: the
+    agent's own device).
+    """
 
     type: str
     name: str
     interval_s: float
     options: Mapping[str, Any] = field(default_factory=dict)
+    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,8 @@ class AgentConfig:
     http: HttpConfig | None = None
     log_interval_s: float = 60.0
     source: str = "<memory>"
+    #: What the device reports about itself besides the agent's own (``[attributes]``).
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def target_url(self) -> str:
@@ -227,20 +241,39 @@ def _parse_sensors(data: Mapping[str, Any], source: str) -> tuple[SensorSpec, ..
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
         raise ConfigError(f"{source}: sensors must be an array of tables ([[sensors]])")
     specs: list[SensorSpec] = []
-    names: set[str] = set()
+    names: set[tuple[str | None, str]] = set()
     for index, item in enumerate(raw):
         table = Table(item, f"{source}: [[sensors]] #{index + 1} ", {}, None)
         kind = table.require("type", string)
         name = table.get("name", string, kind)
         if not METRIC_RE.match(name):
             raise table.fail("name", f"{name!r} is not a valid metric name ({METRIC_RE.pattern})")
-        if name in names:
-            raise table.fail("name", f"{name!r} is used by another sensor")
-        names.add(name)
+        device = table.get("device", string, None)
+        if device is not None and not DEVICE_ID_RE.match(device):
+            raise table.fail("device", f"{device!r} is not a valid device id")
+        if (device, name) in names:
+            raise table.fail("name", f"{name!r} is used by another sensor of the same device")
+        names.add((device, name))
         interval_s = table.require("interval_s", positive_float)
-        options = {k: v for k, v in item.items() if k not in ("type", "name", "interval_s")}
-        specs.append(SensorSpec(type=kind, name=name, interval_s=interval_s, options=options))
+        options = {
+            k: v for k, v in item.items() if k not in ("type", "name", "interval_s", "device")
+        }
+        specs.append(
+            SensorSpec(type=kind, name=name, interval_s=interval_s, options=options, device=device)
+        )
     return tuple(specs)
+
+
+def _parse_attributes(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    raw = data.get("attributes", {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [attributes] must be a table")
+    for key, value in raw.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(
+                f"{source}: [attributes] {key}: expected a string, number or boolean, got {value!r}"
+            )
+    return dict(raw)
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -259,7 +292,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
     base = file.resolve().parent
 
     top = Table(data, f"{source}: ", env, ENV_PREFIX)
-    top.seen.update(("mqtt", "http", "tls", "batch", "spool", "reconnect", "sensors"))
+    top.seen.update(("mqtt", "http", "tls", "batch", "spool", "reconnect", "sensors", "attributes"))
     device_id = top.require("device_id", string)
     if not DEVICE_ID_RE.match(device_id):
         raise top.fail("device_id", f"{device_id!r} is not a valid device id")
@@ -327,4 +360,5 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
         http=http,
         log_interval_s=log_interval_s,
         source=source,
+        attributes=_parse_attributes(data, source),
     )

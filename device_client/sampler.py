@@ -3,7 +3,8 @@
 A plain loop over monotonic deadlines rather than a scheduler library: it needs no thread
 per job, costs one wake-up per sample instant, and keeps the agent's memory small (the
 target is 30 MB RSS on a Raspberry Pi). Sensors due at the same instant are read together
-and their values form one reading-set with one timestamp, taken when sampling starts.
+and their values form one reading-set with one timestamp, taken when sampling starts (on a
+gateway, one reading-set per device read).
 
 Reading-sets collect in memory and go to the spool in one commit when ``max_readings`` are
 waiting or the oldest has waited ``interval_s``: a ``kill -9`` loses at most that much.
@@ -22,7 +23,7 @@ from device_client.config import BatchConfig
 from device_client.errors import SensorError, SpoolError
 from device_client.sensors import Sensor
 from device_client.spool import Spool
-from device_client.wire import encode_reading, finite_values, utc_now_ts
+from device_client.wire import Value, encode_reading, utc_now_ts, wire_values
 
 __all__ = ["Sampler", "SamplerStats"]
 
@@ -72,7 +73,7 @@ class Sampler:
         self.progress_interval_s = progress_interval_s
         self.stats = SamplerStats()
         self.paused = False
-        self._buffer: list[tuple[str, Mapping[str, float]]] = []
+        self._buffer: list[tuple[str, Mapping[str, Value], str | None]] = []
         self._buffer_bytes = 0
         self._first_buffered_at = 0.0
         self._last_size = 128
@@ -122,44 +123,46 @@ class Sampler:
             self.paused = False
             log.warning("spool has room again: sampling resumed")
         ts = utc_now_ts()
-        values: dict[str, float] = {}
+        by_device: dict[str | None, dict[str, Value]] = {}
         for sensor in sensors:
-            values.update(self._read(sensor))
-        values = finite_values(values)
-        if not values:
-            return
-        self.stats.samples += 1
-        if not self._buffer:
-            self._first_buffered_at = time.monotonic()
-        self._last_size = len(encode_reading(ts, self.spool.next_seq, values))
-        self._buffer.append((ts, values))
-        self._buffer_bytes += self._last_size
+            for device, values in self._read(sensor).items():
+                by_device.setdefault(device, {}).update(values)
+        for device, values in by_device.items():
+            kept = wire_values(values)
+            if not kept:
+                continue
+            self.stats.samples += 1
+            if not self._buffer:
+                self._first_buffered_at = time.monotonic()
+            self._last_size = len(encode_reading(ts, self.spool.next_seq, kept, device))
+            self._buffer.append((ts, kept, device))
+            self._buffer_bytes += self._last_size
 
     def _has_room(self) -> bool:
         return self.spool.has_room(len(self._buffer) + 1, self._buffer_bytes + self._last_size)
 
-    def _read(self, sensor: Sensor) -> Mapping[str, float]:
+    def _read(self, sensor: Sensor) -> Mapping[str | None, Mapping[str, Value]]:
         try:
-            values = sensor.read()
+            values = sensor.read_devices()
         except SensorError as exc:
             self._sensor_failed(sensor, str(exc))
             return {}
         except Exception as exc:  # noqa: BLE001  (a plugin's bug must not stop the others)
             self._sensor_failed(sensor, f"{type(exc).__name__}: {exc}")
             return {}
-        if sensor.name in self._failing:
-            self._failing.discard(sensor.name)
-            log.info("sensor %s recovered", sensor.name)
+        if sensor.label in self._failing:
+            self._failing.discard(sensor.label)
+            log.info("sensor %s recovered", sensor.label)
         return values
 
     def _sensor_failed(self, sensor: Sensor, why: str) -> None:
         self.stats.sensor_errors += 1
         # Logged once per failure streak, so a missing sensor does not flood the journal.
-        if sensor.name not in self._failing:
-            self._failing.add(sensor.name)
-            log.warning("sensor %s failed: %s (skipping until it recovers)", sensor.name, why)
+        if sensor.label not in self._failing:
+            self._failing.add(sensor.label)
+            log.warning("sensor %s failed: %s (skipping until it recovers)", sensor.label, why)
         else:
-            log.debug("sensor %s failed again: %s", sensor.name, why)
+            log.debug("sensor %s failed again: %s", sensor.label, why)
 
     def _store_failed(self, exc: SpoolError) -> None:
         """Keep the batch for the next attempt, within a bound (disk full, I/O error)."""

@@ -25,7 +25,7 @@ from types import TracebackType
 from device_client.config import SpoolConfig
 from device_client.errors import ResourceStateError, SpoolError
 from device_client.spool_status import META_ALL, TOTALS, SpoolStatus, opt_str, status_from
-from device_client.wire import encode_reading, utc_now_ts
+from device_client.wire import Value, encode_reading, utc_now_ts
 
 __all__ = ["Spool", "SpoolRow"]
 
@@ -243,8 +243,8 @@ class Spool:
 
     # -- writing -------------------------------------------------------------------
 
-    def append(self, samples: Sequence[tuple[str, Mapping[str, float]]]) -> int:
-        """Store reading-sets ``(ts, values)`` in one commit; return how many were dropped.
+    def append(self, samples: Sequence[tuple[str, Mapping[str, Value], str | None]]) -> int:
+        """Store reading-sets ``(ts, values, device)`` in one commit; return how many dropped.
 
         With ``drop_oldest`` the oldest stored rows make room (counted and logged); with
         ``pause`` the sampler should have stopped already, so only what fits is kept.
@@ -253,8 +253,8 @@ class Spool:
             conn = self._db()
             seq = self._next_seq
             rows: list[tuple[int, str]] = []
-            for ts, values in samples:
-                rows.append((seq, encode_reading(ts, seq, values)))
+            for ts, values, device in samples:
+                rows.append((seq, encode_reading(ts, seq, values, device)))
                 seq += 1
             dropped = 0
             with self._transaction():

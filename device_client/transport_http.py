@@ -3,6 +3,10 @@
 ``200`` acknowledges the whole batch; items it lists as ``rejected`` are refused for good and
 are dropped (counted and logged). ``429``/``503`` carry Retry-After. Network errors and
 other ``5xx`` are retried with backoff. ``400``/``413``/``415`` refuse the batch as a whole.
+
+Before its first batch the agent reports its attributes (``PUT /v1/attributes``, once per
+start); until that succeeds no batch is sent, and a report the server refuses is logged
+and not repeated.
 """
 
 from __future__ import annotations
@@ -67,8 +71,9 @@ class HttpTransport:
     name = "http"
     connect_reaches_server = False
 
-    def __init__(self, config: HttpConfig, tls: TlsConfig) -> None:
+    def __init__(self, config: HttpConfig, tls: TlsConfig, attributes: bytes) -> None:
         self.config = config
+        self._attributes: bytes | None = attributes
         handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
         if config.url.startswith("https:"):
             context: ssl.SSLContext = build_ssl_context(tls)
@@ -100,29 +105,11 @@ class HttpTransport:
 
     def submit(self, batch: Batch) -> None:
         """POST ``batch``; raise TransportError (or a subclass) unless the server took it."""
+        if self._attributes is not None:
+            self._report_attributes(self._attributes)
         body = batch.payload()
-        request = urllib.request.Request(  # noqa: S310  (URL scheme checked in config)
-            self.config.url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {self.config.token}",
-            },
-        )
         started = time.monotonic()
-        try:
-            with self._opener.open(request, timeout=self.config.timeout_s) as response:
-                status = response.status
-                text = response.read(_MAX_RESPONSE)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                self._raise_for(exc.code, exc.headers.get("Retry-After"), exc.read(2048))
-            raise  # pragma: no cover  (_raise_for always raises)
-        except (urllib.error.URLError, HTTPException, OSError) as exc:
-            self._connected = False
-            reason = getattr(exc, "reason", exc)
-            raise TransportError(f"POST {self.config.url} failed: {reason}") from exc
+        status, text = self._request("POST", self.config.url, body)
         if status != 200:
             self._connected = False
             raise TransportError(f"POST {self.config.url}: unexpected status {status}")
@@ -134,15 +121,67 @@ class HttpTransport:
         )
         self._outcomes.append(Outcome(batch, self._rejections(batch, text)))
 
-    def _raise_for(self, status: int, retry_after: str | None, body: bytes) -> None:
+    def _report_attributes(self, attributes: bytes) -> None:
+        """PUT the attributes; a refusal is logged and dropped, anything else raised."""
+        url = self.config.attributes_url
+        try:
+            # A server without the endpoint (404, 405) refuses it too: an older platform.
+            self._request("PUT", url, attributes, refused=(400, 404, 405, 413, 415))
+        except BatchRejectedError as exc:
+            log.warning("the server refused the attributes, which are not sent again: %s", exc)
+        else:
+            log.info("attributes reported to %s", url)
+        self._attributes = None
+
+    def _request(
+        self, method: str, url: str, body: bytes, refused: tuple[int, ...] = (400, 413, 415)
+    ) -> tuple[int, bytes]:
+        """Send one request; return its status and body, or raise as :meth:`_raise_for`.
+
+        ``refused``: the statuses that refuse the body for good (BatchRejectedError).
+        """
+        request = urllib.request.Request(  # noqa: S310  (URL scheme checked in config)
+            url,
+            data=body,
+            method=method,
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.config.token}",
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=self.config.timeout_s) as response:
+                return response.status, response.read(_MAX_RESPONSE)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                self._raise_for(
+                    exc.code,
+                    exc.headers.get("Retry-After"),
+                    exc.read(2048),
+                    f"{method} {url}",
+                    refused,
+                )
+            raise  # pragma: no cover  (_raise_for always raises)
+        except (urllib.error.URLError, HTTPException, OSError) as exc:
+            self._connected = False
+            reason = getattr(exc, "reason", exc)
+            raise TransportError(f"{method} {url} failed: {reason}") from exc
+
+    def _raise_for(
+        self,
+        status: int,
+        retry_after: str | None,
+        body: bytes,
+        where: str,
+        refused: tuple[int, ...],
+    ) -> None:
         detail = body.decode("utf-8", "replace").strip().replace("\n", " ")[:200]
-        where = f"POST {self.config.url}"
         if status in (429, 503):
             raise RetryLaterError(
                 f"{where}: {status}, retry after {parse_retry_after(retry_after):g} s",
                 parse_retry_after(retry_after),
             )
-        if status in (400, 413, 415):
+        if status in refused:
             raise BatchRejectedError(f"{where}: {status} {detail}", status)
         self._connected = False
         if status in (401, 403):

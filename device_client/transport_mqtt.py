@@ -20,7 +20,8 @@ broker keeps no session for us.
 
 The retained ``status/{device_id}`` topic says ``online`` after each connection and
 ``offline`` on a clean stop, and the broker publishes ``offline`` (the Last Will) when the
-device vanishes without saying goodbye.
+device vanishes without saying goodbye. After each connection the agent also publishes
+its attributes (version, model...), retained, to ``attributes/{device_id}``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,14 @@ from device_client.errors import BatchRejectedError, ResourceStateError, Transpo
 from device_client.tls import build_ssl_context
 from device_client.transport import Batch, Outcome, PollResult, Rejection
 
-__all__ = ["ANNOUNCE_TOPIC", "MqttTransport", "receipts_topic", "status_topic", "telemetry_topic"]
+__all__ = [
+    "ANNOUNCE_TOPIC",
+    "MqttTransport",
+    "attributes_topic",
+    "receipts_topic",
+    "status_topic",
+    "telemetry_topic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,11 @@ def telemetry_topic(device_id: str) -> str:
 def status_topic(device_id: str) -> str:
     """Retained topic holding ``online`` or ``offline``."""
     return f"status/{device_id}"
+
+
+def attributes_topic(device_id: str) -> str:
+    """Retained topic holding what the device reports about itself (a JSON object)."""
+    return f"attributes/{device_id}"
 
 
 def receipts_topic(device_id: str, client_id: str) -> str:
@@ -87,9 +100,12 @@ class MqttTransport:
     name = "mqtt"
     connect_reaches_server = True
 
-    def __init__(self, config: MqttConfig, tls: TlsConfig, device_id: str) -> None:
+    def __init__(
+        self, config: MqttConfig, tls: TlsConfig, device_id: str, attributes: bytes
+    ) -> None:
         self.config = config
         self.device_id = device_id
+        self.attributes = attributes
         self.topic = telemetry_topic(device_id)
         self.status = status_topic(device_id) if config.status_topic else None
         self.receipts = receipts_topic(device_id, config.client_id)
@@ -215,8 +231,12 @@ class MqttTransport:
             raise TransportError(f"broker {self.config.url} refused the connection: {why}")
         if self._protocol == MQTTProtocolVersion.MQTTv5 and self.config.receipts != "off":
             self._await_receipts_setup()
-        if self._client is not None and self.status is not None:
-            self._client.publish(self.status, ONLINE, qos=1, retain=True)
+        if self._client is not None:
+            if self.status is not None:
+                self._client.publish(self.status, ONLINE, qos=1, retain=True)
+            self._client.publish(
+                attributes_topic(self.device_id), self.attributes, qos=1, retain=True
+            )
         log.info(
             "connected to %s as %s (%s)",
             self.config.url,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from device_client.config import METRIC_RE, SensorSpec
 from device_client.errors import ConfigError
+from device_client.wire import Value
 
 if TYPE_CHECKING:
     from importlib import metadata
@@ -38,8 +39,13 @@ class Sensor(abc.ABC):
     """A source of one or more metrics, read by the agent every ``spec.interval_s``.
 
     Subclasses validate ``spec.options`` in ``__init__`` (raise ConfigError with a clear
-    message), and implement :meth:`read`, which returns metric name → number or raises
-    SensorError. ``read`` runs in the sampling loop: it should return within a second or so.
+    message), and implement :meth:`read`, which returns metric name → value (a number, a
+    boolean or a string) or raises SensorError. ``read`` runs in the sampling loop: it
+    should return within a second or so.
+
+    On a gateway, a sensor reads a child device: the one its ``device`` option names, or,
+    for a sensor that reads several (a BLE or Modbus hub), those :meth:`read_devices`
+    names.
     """
 
     def __init__(self, spec: SensorSpec) -> None:
@@ -50,9 +56,24 @@ class Sensor(abc.ABC):
         """The metric name (single-valued sensors) or prefix (multi-valued ones)."""
         return self.spec.name
 
+    @property
+    def label(self) -> str:
+        """The sensor in log lines: its name, and the child device it reads, if any."""
+        return (
+            self.spec.name if self.spec.device is None else f"{self.spec.name}@{self.spec.device}"
+        )
+
     @abc.abstractmethod
-    def read(self) -> Mapping[str, float]:
+    def read(self) -> Mapping[str, Value]:
         """Take one sample: metric name → value."""
+
+    def read_devices(self) -> Mapping[str | None, Mapping[str, Value]]:
+        """Take one sample of each device read: device id (None: the agent's own) → values.
+
+        The default is :meth:`read`, for the device of the ``device`` option. A sensor that
+        reads several child devices overrides this.
+        """
+        return {self.spec.device: self.read()}
 
     def close(self) -> None:  # noqa: B027  (optional hook, empty by design)
         """Release what the sensor holds (a bus handle, a file); the default does nothing."""

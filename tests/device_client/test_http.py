@@ -36,6 +36,8 @@ class FakeIngest:
         self.script = script
         self.requests: list[tuple[float, str, list[dict[str, Any]]]] = []
         self.stored: dict[int, dict[str, Any]] = {}
+        self.attributes: list[dict[str, Any]] = []
+        self.attributes_status = 204
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -53,10 +55,15 @@ class FakeIngest:
                     self.stored.setdefault(item["seq"], item)
         return response
 
+    async def _attributes(self, request: web.Request) -> web.Response:
+        self.attributes.append(json.loads(await request.read()))
+        return web.Response(status=self.attributes_status)
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/telemetry", self._handle)
+        app.router.add_put("/v1/attributes", self._attributes)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -91,13 +98,14 @@ def ok(items: list[dict[str, Any]], rejected: list[dict[str, Any]] | None = None
 @pytest.fixture
 def spool(tmp_path: Path) -> Iterator[Spool]:
     with Spool(SpoolConfig(path=tmp_path / "spool.db"), "dev-http") as s:
-        s.append([(f"2026-01-01T00:00:{i:02d}.000000Z", {"v": float(i)}) for i in range(40)])
+        s.append([(f"2026-01-01T00:00:{i:02d}.000000Z", {"v": float(i)}, None) for i in range(40)])
         yield s
 
 
-def drain(spool: Spool, url: str, timeout_s: float = 10.0) -> Forwarder:
+def drain(spool: Spool, url: str, timeout_s: float = 10.0, attributes: bytes = b"{}") -> Forwarder:
     stop = threading.Event()
-    transport = HttpTransport(HttpConfig(url=url, token="tok-1", timeout_s=5), TlsConfig())
+    config = HttpConfig(url=url, token="tok-1", timeout_s=5)
+    transport = HttpTransport(config, TlsConfig(), attributes)
     forwarder = Forwarder(
         spool,
         transport,
@@ -123,6 +131,18 @@ def test_200_delivers_everything_in_order(spool: Spool) -> None:
     )
     assert {auth for _, auth, _ in server.requests} == {"Bearer tok-1"}
     assert len(server.requests) == 4
+    assert spool.status().counters["sent_total"] == 40
+    assert server.attributes == [{}]  # once, before the first batch
+
+
+@pytest.mark.parametrize("status", [204, 404, 405, 400])
+def test_attributes_are_reported_once_and_a_refusal_does_not_hold_up_the_readings(
+    spool: Spool, status: int
+) -> None:
+    with FakeIngest(ok) as server:
+        server.attributes_status = status
+        drain(spool, server.url, attributes=b'{"model": "pi4", "agent": "telemetry-device"}')
+    assert server.attributes == [{"model": "pi4", "agent": "telemetry-device"}]
     assert spool.status().counters["sent_total"] == 40
 
 
@@ -200,7 +220,9 @@ def test_server_errors_back_off_exponentially_and_a_200_resets(spool: Spool) -> 
 
     stop = threading.Event()
     with FakeIngest(script) as server:
-        transport = HttpTransport(HttpConfig(url=server.url, token="t", timeout_s=5), TlsConfig())
+        transport = HttpTransport(
+            HttpConfig(url=server.url, token="t", timeout_s=5), TlsConfig(), b"{}"
+        )
         forwarder = Forwarder(
             spool,
             transport,

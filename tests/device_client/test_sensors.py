@@ -81,10 +81,10 @@ def test_command_sensor_failures() -> None:
 
 def test_synthetic_sensor() -> None:
     wave = sensor("synthetic", "wave", period_s=10.0, amplitude=2.0, offset=5.0, noise=0.0)
-    values = [wave.read()["wave"] for _ in range(20)]
+    values = [float(wave.read()["wave"]) for _ in range(20)]
     assert all(3.0 <= v <= 7.0 for v in values)
     noisy = sensor("synthetic", "n", noise=0.5, seed=1)
-    assert all(math.isfinite(noisy.read()["n"]) for _ in range(10))
+    assert all(math.isfinite(float(noisy.read()["n"])) for _ in range(10))
 
 
 def test_linux_host_sensors(tmp_path: Path) -> None:
@@ -114,10 +114,10 @@ def test_linux_host_sensors(tmp_path: Path) -> None:
     load = sensor("load").read()
     assert set(load) == {"x_1m", "x_5m", "x_15m"}
     disk = sensor("disk", "disk", mount=str(tmp_path)).read()
-    assert 0 <= disk["disk_used_pct"] <= 100
+    assert 0 <= float(disk["disk_used_pct"]) <= 100
     cpu = sensor("cpu")
     assert cpu.read() == {}
-    assert 0 <= cpu.read().get("x_used_pct", 0) <= 100
+    assert 0 <= float(cpu.read().get("x_used_pct", 0)) <= 100
 
 
 def test_registry_plugins_and_errors() -> None:

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from device_client import ResourceStateError, Spool, SpoolConfig, SpoolError, read_status
 from device_client.spool import ACK_FLUSH_ROWS
+from device_client.wire import Value
 
 
-def samples(n: int, start: int = 0) -> list[tuple[str, dict[str, float]]]:
+def samples(n: int, start: int = 0) -> list[tuple[str, Mapping[str, Value], str | None]]:
     return [
-        (f"2026-01-01T00:00:{(start + i) % 60:02d}.000000Z", {"v": float(start + i)})
+        (f"2026-01-01T00:00:{(start + i) % 60:02d}.000000Z", {"v": float(start + i)}, None)
         for i in range(n)
     ]
 
