@@ -2,13 +2,14 @@
 
 The ledger keeps, per device, the time of every reading-set that must be stored and of
 those acknowledged; every reading-set of a device has the same metrics, so rows follow.
-:meth:`Ledger.reconcile` compares that with the rows the export returns.
+:meth:`Ledger.reconcile` compares that with the rows the export returns, and checks that
+each value comes back as the type it was sent as (numbers, booleans and strings).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from simulator.api_client import StoredRow
@@ -20,19 +21,31 @@ __all__ = ["Ledger", "Reconciliation"]
 @dataclass
 class _Device:
     metrics: int
+    types: Mapping[str, str] = field(default_factory=dict)
     expected: set[int] = field(default_factory=set)
     acked: set[int] = field(default_factory=set)
 
 
+def value_type(value: object) -> str:
+    """Return the type of a value as the export gives it: number, boolean or string."""
+    if isinstance(value, bool):
+        return "boolean"
+    return "string" if isinstance(value, str) else "number"
+
+
 @dataclass(frozen=True)
 class Reconciliation:
-    """Readings (rows) the API shows against those sent and acknowledged."""
+    """Readings (rows) the API shows against those sent and acknowledged.
+
+    ``mistyped``: stored readings whose value is not of the type it was sent as.
+    """
 
     stored: int
     duplicates: int
     lost: int
     unexpected: int
     missing_unacked: int
+    mistyped: int = 0
 
 
 @dataclass
@@ -52,9 +65,14 @@ class Ledger:
     first_ts_ms: int | None = None
     last_ts_ms: int | None = None
 
-    def add_device(self, device_id: str, metrics: int) -> None:
-        """Track a device whose reading-sets carry ``metrics`` values each."""
-        self.devices[device_id] = _Device(metrics)
+    def add_device(
+        self, device_id: str, metrics: int, types: Mapping[str, str] | None = None
+    ) -> None:
+        """Track a device whose reading-sets carry ``metrics`` values each.
+
+        ``types``: the metrics whose values are not numbers, and their type.
+        """
+        self.devices[device_id] = _Device(metrics, types or {})
 
     def sent(self, device_id: str, message: Message, *, duplicate: bool = False) -> None:
         """Record that ``message`` left (first copy, or an injected duplicate)."""
@@ -95,7 +113,7 @@ class Ledger:
         """Compare the rows the API returned with what was sent and acknowledged."""
         seen: Counter[tuple[str, str, int]] = Counter()
         per_set: Counter[tuple[str, int]] = Counter()
-        unexpected = 0
+        unexpected = mistyped = 0
         for row in rows:
             device = self.devices.get(row.device_id)
             if device is None or row.ts_ms not in device.expected:
@@ -105,6 +123,8 @@ class Ledger:
             seen[key] += 1
             if seen[key] == 1:
                 per_set[row.device_id, row.ts_ms] += 1
+                if value_type(row.value) != device.types.get(row.metric, "number"):
+                    mistyped += 1
         lost = missing_unacked = 0
         for device_id, device in self.devices.items():
             for ts_ms in device.expected:
@@ -119,4 +139,5 @@ class Ledger:
             lost=lost,
             unexpected=unexpected,
             missing_unacked=missing_unacked,
+            mistyped=mistyped,
         )

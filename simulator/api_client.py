@@ -45,11 +45,12 @@ def _retry_after(state: RetryCallState) -> float:
 
 @dataclass(frozen=True, slots=True)
 class StoredRow:
-    """A reading as the export shows it."""
+    """A reading as the export shows it (NDJSON: the value keeps its JSON type)."""
 
     device_id: str
     metric: str
     ts_ms: int
+    value: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,7 @@ class QueryApi:
             for line in body.splitlines():
                 row = json.loads(line)
                 ts = datetime.fromisoformat(row["ts"])
-                yield StoredRow(row["device_id"], row["metric"], ts_to_ms(ts))
+                yield StoredRow(row["device_id"], row["metric"], ts_to_ms(ts), row["value"])
 
     async def rejects(self, since: datetime) -> list[Reject]:
         """Return the dead letters received since ``since``, all pages."""

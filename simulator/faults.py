@@ -96,11 +96,16 @@ class Malformed:
     whole: bool = False
 
 
+#: A string over the 256-byte limit of a value.
+_LONG = "x" * 300
+
+
 def malformed(rng: random.Random, encoding: Encoding, ts_s: float) -> Malformed:
     """Draw one malformed item or message for ``encoding``, with the reject it must cause."""
     if encoding == "senml":
         choices = [
-            Malformed("string_value", "unsupported_value", json.dumps({"n": "label", "vs": "x"})),
+            Malformed("sum_only", "unsupported_value", json.dumps({"n": "total", "s": 10})),
+            Malformed("long_string", "too_long", json.dumps({"n": "label", "vs": _LONG})),
             Malformed("no_value", "schema", json.dumps({"n": "empty"})),
             Malformed("truncated", "malformed_json", '[{"bn": "x/", "n": "t", "v": ', whole=True),
         ]
@@ -108,7 +113,8 @@ def malformed(rng: random.Random, encoding: Encoding, ts_s: float) -> Malformed:
         ts = round(ts_s, 3)
         choices = [
             Malformed("empty_values", "schema", json.dumps({"ts": ts, "values": {}})),
-            Malformed("string_value", "schema", json.dumps({"ts": ts, "values": {"t": "hot"}})),
+            Malformed("null_value", "schema", json.dumps({"ts": ts, "values": {"t": None}})),
+            Malformed("long_string", "too_long", json.dumps({"ts": ts, "values": {"t": _LONG}})),
             Malformed("bad_name", "invalid_name", json.dumps({"ts": ts, "values": {"9t": 1}})),
             Malformed("truncated", "malformed_json", '[{"ts": 1795255200, "values": {', whole=True),
         ]

@@ -90,6 +90,7 @@ async def run_load(
         lost=result.lost,
         unexpected=result.unexpected,
         unacked_missing=result.missing_unacked,
+        mistyped=result.mistyped,
         rejected=sum(rejects.values()),
         rejected_expected=sum(expected.values()),
         rejects_by_reason=dict(rejects),

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from device_client.wire import encode_batch, encode_reading, format_ts
 from simulator.faults import Encoding, Malformed
+from simulator.profiles import Value
 
 __all__ = ["Message", "ReadingSet", "build_message", "ts_from_ms", "ts_to_ms"]
 
@@ -38,7 +39,7 @@ class ReadingSet:
 
     seq: int
     ts_ms: int
-    values: Mapping[str, float]
+    values: Mapping[str, Value]
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,20 @@ def _senml_records(device_id: str, readings: Sequence[ReadingSet]) -> list[str]:
     for i, reading in enumerate(readings):
         offset_s = (reading.ts_ms - base_ms) / 1000
         for j, (name, value) in enumerate(reading.values.items()):
-            record: dict[str, object] = {"n": name, "v": value}
+            record: dict[str, object] = {"n": name, _senml_field(value): value}
             if offset_s:
                 record["t"] = offset_s
             if i == 0 and j == 0:
                 record = {"bn": f"{device_id}/", "bt": base_ms / 1000, **record}
             records.append(json.dumps(record, separators=(",", ":")))
     return records
+
+
+def _senml_field(value: Value) -> str:
+    """Return the SenML field of a value: ``vb`` for a boolean, ``vs`` for a string, else ``v``."""
+    if isinstance(value, bool):
+        return "vb"
+    return "vs" if isinstance(value, str) else "v"
 
 
 def build_message(

@@ -35,6 +35,7 @@ class Report:
     lost: int
     unexpected: int
     unacked_missing: int
+    mistyped: int
     rejected: int
     rejected_expected: int
     rejects_by_reason: Mapping[str, int]
@@ -55,6 +56,8 @@ class Report:
             out.append(f"{self.duplicates_stored} readings are stored more than once")
         if self.unexpected:
             out.append(f"{self.unexpected} stored readings were never sent for storing")
+        if self.mistyped:
+            out.append(f"{self.mistyped} stored readings came back as another type than sent")
         if dict(self.rejects_by_reason) != dict(self.expected_by_reason):
             out.append(
                 f"dead letters {dict(sorted(self.rejects_by_reason.items()))} differ from the"
@@ -96,6 +99,7 @@ class Report:
             ("readings stored", f"{self.readings_stored:,}"),
             ("duplicates stored", f"{self.duplicates_stored:,} (must be 0)"),
             ("lost", f"{self.lost:,} (must be 0)"),
+            ("of another type than sent", f"{self.mistyped:,} (must be 0)"),
             ("unacknowledged, not stored", f"{self.unacked_missing:,}"),
             (
                 "rejected",

@@ -166,7 +166,8 @@ async def run_fleet(
         courier = Courier(ledger, mqtt, http)
         devices = []
         for i, record in enumerate(records):
-            ledger.add_device(record.device_id, len(profile_for(record.profile).metrics))
+            profile = profile_for(record.profile)
+            ledger.add_device(record.device_id, len(profile.metrics), profile.types)
             device_rng = random.Random(rng.getrandbits(64))  # noqa: S311
             devices.append(VirtualDevice(i, record, settings, courier, device_rng, probe=probe))
         await stack.enter_async_context(Progress(ledger, status, config.duration_s))

@@ -73,6 +73,7 @@ def _report(**changes: object) -> Report:
         "lost": 0,
         "unexpected": 0,
         "unacked_missing": 0,
+        "mistyped": 0,
         "rejected": 1,
         "rejected_expected": 1,
         "rejects_by_reason": {"schema": 1},
@@ -99,3 +100,26 @@ def test_loss_duplicates_and_reject_mismatch_fail() -> None:
     assert not report.passed
     assert len(report.problems) == 3
     assert "FAIL" in report.to_table()
+
+
+def test_values_must_come_back_as_the_type_they_were_sent_as() -> None:
+    ledger = Ledger()
+    ledger.add_device("p", 3, {"on": "boolean", "mode": "string"})
+    message = build_message(
+        "p", "json", [ReadingSet(0, 1_000, {"x": 1.0, "on": True, "mode": "auto"})]
+    )
+    ledger.sent("p", message)
+    ledger.acked("p", message)
+    right = [StoredRow("p", "x", 1_000, 1.0), StoredRow("p", "on", 1_000, True)]
+    good = ledger.reconcile([*right, StoredRow("p", "mode", 1_000, "auto")])
+    assert (good.stored, good.lost, good.mistyped) == (3, 0, 0)
+    # A boolean stored as 1 and a string stored as a number are both counted.
+    wrong = [StoredRow("p", "x", 1_000, 1.0), StoredRow("p", "on", 1_000, 1.0)]
+    bad = ledger.reconcile([*wrong, StoredRow("p", "mode", 1_000, 3.0)])
+    assert (bad.stored, bad.mistyped) == (3, 2)
+
+
+def test_mistyped_readings_fail_the_report() -> None:
+    report = _report(mistyped=2)
+    assert not report.passed
+    assert any("another type" in problem for problem in report.problems)

@@ -106,7 +106,7 @@ def test_bursts_send_extra_reading_sets() -> None:
 def test_malformed_share_adds_expected_rejects() -> None:
     _, ledger, _ = _run(FaultConfig(malformed_share=0.2), protocol="http")
     assert sum(ledger.expected_rejects.values()) > 5
-    assert set(ledger.expected_rejects) <= {"schema", "invalid_name", "malformed_json"}
+    assert set(ledger.expected_rejects) <= {"schema", "invalid_name", "malformed_json", "too_long"}
 
 
 def test_a_device_far_ahead_sends_only_expected_rejects() -> None:
