@@ -21,6 +21,7 @@ from ingest.migrate import migrate
 from ingest.settings import StorageSettings
 from simulator.services import MosquittoServer, PostgresServer
 from tests.support.db import DatabaseServer, timescaledb_available
+from tests.support.mqtt import clear_retained
 from tests.support.proxy import TcpProxy
 
 
@@ -50,6 +51,14 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoSer
 def mqtt_url(mosquitto: MosquittoServer | None) -> str:
     """``mqtt://`` URL of the broker under test."""
     return mosquitto.url if mosquitto is not None else os.environ["TEST_MQTT_URL"]
+
+
+@pytest.fixture(autouse=True)
+def _no_retained_reports_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the broker, delete the attribute reports it left retained."""
+    yield
+    if "mqtt_url" in request.fixturenames:
+        clear_retained(request.getfixturevalue("mqtt_url"))
 
 
 @pytest.fixture(autouse=True)

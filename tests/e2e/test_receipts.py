@@ -78,7 +78,9 @@ async def test_receipts_after_commit_say_what_was_stored_and_what_was_not(
                 assert answer == {"accepted": 0, "duplicates": 10, "rejected": []}
             elif correlation == "half":
                 assert (answer["accepted"], answer["duplicates"]) == (2, 0)
-                assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [(1, "schema")]
+                assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [
+                    (1, "type_mismatch")
+                ]
             else:
                 assert answer["accepted"] == 0
                 assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [

@@ -11,7 +11,7 @@ from ingest import maintenance
 from ingest.errors import MigrationError
 from ingest.migrate import MIGRATIONS, migrate
 from ingest.settings import StorageSettings
-from tests.ingest.helpers import T0, fetch_all, mode_of
+from tests.ingest.helpers import T0, fetch_all, mode_of, open_writer
 from tests.support.db import DatabaseServer
 
 TABLES = {"devices", "metrics", "readings", "dead_letters", "api_keys", "storage_settings"}
@@ -136,3 +136,58 @@ async def test_timescale_policies_follow_the_settings(empty_db_url: str) -> None
         " ORDER BY 1",
     )
     assert caggs == [("readings_1h", False), ("readings_1m", False)]
+
+
+async def test_upgrade_from_version_5_keeps_the_data_and_types_it_as_numbers(
+    empty_db_url: str, storage_mode: str
+) -> None:
+    settings = StorageSettings(storage_mode=mode_of(storage_mode))
+    previous = 5  # the schema before typed values and device attributes
+    await migrate(empty_db_url, settings, target=previous)
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO devices (device_id, metadata)"
+            " VALUES ('old-1', '{\"site\": \"berlin\"}'), ('old-2', '{}')"
+        )
+        await conn.execute("INSERT INTO metrics (name) VALUES ('t'), ('running')")
+        if storage_mode == "plain":
+            await maintenance.create_day_partitions(conn, [T0.date()])
+        await conn.execute(
+            "INSERT INTO readings SELECT %s + make_interval(secs => g), d, m, g"
+            " FROM generate_series(0, 59) g, (VALUES (1, 1), (1, 2), (2, 1)) k(d, m)",
+            [T0],
+        )
+        await conn.execute(
+            "INSERT INTO latest_readings SELECT DISTINCT ON (device_key, metric_key)"
+            " device_key, metric_key, time, value FROM readings"
+            " ORDER BY device_key, metric_key, time DESC"
+        )
+    result = await migrate(empty_db_url, settings)
+    assert result.applied == tuple(v for v, _ in MIGRATIONS if v > previous)
+    assert await fetch_all(empty_db_url, "SELECT count(*) FROM readings") == [(180,)]
+    assert await fetch_all(empty_db_url, "SELECT DISTINCT value_type FROM metrics") == [("number",)]
+    latest = await fetch_all(
+        empty_db_url,
+        "SELECT device_key, metric_key, value, value_bool, value_text FROM latest_readings"
+        " ORDER BY 1, 2",
+    )
+    assert latest == [(1, 1, 59.0, None, None), (1, 2, 59.0, None, None), (2, 1, 59.0, None, None)]
+    devices = await fetch_all(
+        empty_db_url,
+        "SELECT device_id, metadata, attributes, gateway, gateway_key FROM devices ORDER BY 1",
+    )
+    assert devices == [
+        ("old-1", {"site": "berlin"}, {}, False, None),
+        ("old-2", {}, {}, False, None),
+    ]
+    # The upgraded schema takes the new kinds of data next to the old.
+    async with open_writer(empty_db_url, storage_mode) as writer:
+        result_write = await writer.write(
+            [(1, T0 + timedelta(minutes=5), {"t": 1.5})],
+            typed=[(1, T0 + timedelta(minutes=5), {"mode": "auto", "on": True})],
+        )
+    assert (result_write.accepted, result_write.duplicates) == (3, 0)
+    tagged = await fetch_all(
+        empty_db_url, 'SELECT device_id FROM devices WHERE metadata @> \'{"site": "berlin"}\''
+    )
+    assert tagged == [("old-1",)]

@@ -176,14 +176,16 @@ class Failing:
         devices: Sequence[DeviceUpdate] = (),
         dead_letters: Sequence[DeadLetter] = (),
         *,
-        typed: Sequence[TypedSet] = (),  # noqa: ARG002  (the protocol's signature)
-        attributes: Sequence[AttributeReport] = (),  # noqa: ARG002
+        typed: Sequence[TypedSet] = (),
+        attributes: Sequence[AttributeReport] = (),
     ) -> WriteResult:
         self.attempts += 1
         if self.failures:
             self.failures -= 1
             raise StorageUnavailableError("database unavailable (test)")
-        return await self.writer.write(sets, devices, dead_letters)
+        return await self.writer.write(
+            sets, devices, dead_letters, typed=typed, attributes=attributes
+        )
 
 
 async def test_receipts_follow_the_commit_and_go_only_to_the_device_s_own_topic(

@@ -132,3 +132,27 @@ class TestClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def clear_retained(url: str, topics: str = "attributes/#") -> int:
+    """Delete the retained messages under ``topics``; return how many there were.
+
+    Devices' attribute reports are retained, and the session's broker outlives each test:
+    without this, every later subscription to ``attributes/+`` would get them first. The
+    broker sends a subscription's retained messages before anything published after it, so
+    a sentinel published after the SUBACK marks the end of them.
+    """
+    sentinel = f"{topics.rstrip('#')}clear-{uuid.uuid4().hex[:12]}"
+    with TestClient(url) as client:
+        client.subscribe(topics)
+        client.publish(sentinel, b"").wait_for_publish(10)
+        retained = set()
+        while True:
+            message = client.messages.get(timeout=10)
+            if message.topic == sentinel:
+                break
+            if message.retain and message.payload:
+                retained.add(message.topic)
+        for topic in sorted(retained):
+            client.publish(topic, b"", retain=True).wait_for_publish(10)
+    return len(retained)
