@@ -307,10 +307,10 @@ def _check_references(panel: Panel, names: set[str]) -> None:
 
 async def _check_dashboard(
     grafana: GrafanaRunner, dashboard: Dashboard, choose: dict[str, str]
-) -> dict[tuple[str, timedelta], Rows]:
+) -> dict[tuple[str, timedelta] | tuple[str, timedelta, str], Rows]:
     """Run every SQL target at every interval; return rows by (panel title, interval)."""
     await grafana.resolve(dashboard, choose)
-    results: dict[tuple[str, timedelta], Rows] = {}
+    results: dict[tuple[str, timedelta] | tuple[str, timedelta, str], Rows] = {}
     for panel in panels(dashboard):
         assert panel.title is not None
         returned: set[str] = set()
@@ -436,7 +436,7 @@ async def test_the_tag_panel_averages_a_metric_across_the_tag_by_group(
     choose = {"tag": "site:berlin", "group_by": "room", "fleet_metric": "temperature"}
     title = "$fleet_metric by $group_by ($tag)"
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        grafana = _Grafana(conn, timescaledb=False)
+        grafana = GrafanaRunner(conn, RANGE, timescaledb=False)
         fleet = await _check_dashboard(grafana, FLEET_OVERVIEW, choose)
     for interval in INTERVALS:
         rows = fleet[title, interval]

@@ -110,7 +110,7 @@ def test_values_must_come_back_as_the_type_they_were_sent_as() -> None:
     )
     ledger.sent("p", message)
     ledger.acked("p", message)
-    right = [StoredRow("p", "x", 1_000, 1.0), StoredRow("p", "on", 1_000, True)]
+    right = [StoredRow("p", "x", 1_000, 1.0), StoredRow("p", "on", 1_000, value=True)]
     good = ledger.reconcile([*right, StoredRow("p", "mode", 1_000, "auto")])
     assert (good.stored, good.lost, good.mistyped) == (3, 0, 0)
     # A boolean stored as 1 and a string stored as a number are both counted.
