@@ -119,7 +119,14 @@ async def test_a_registered_device_publishes_only_its_own_topics(
         assert _publish(device, "telemetry/pump-1") < 0x80
         assert _publish(device, "telemetry/pump-1/senml") < 0x80
         assert _publish(device, "status/pump-1", retain=True) < 0x80
-        for topic in ("telemetry/pump-2", "telemetry/pump-2/senml", "status/pump-2", "other"):
+        assert _publish(device, "attributes/pump-1") < 0x80
+        refused = (
+            "telemetry/pump-2",
+            "telemetry/pump-2/senml",
+            "status/pump-2",
+            "attributes/pump-2",
+        )
+        for topic in (*refused, "attributes/pump-1/x", "other"):
             assert _publish(device, topic) == NOT_AUTHORIZED, topic
         assert _publish(device, "telemetry/pump-1") < 0x80
     finally:
@@ -247,6 +254,7 @@ def test_broker_setup_makes_the_service_accounts(
     simulator = TestClient(_url(broker, "sim-2", "s-pw")).connect()
     try:
         assert ingest.subscribe("telemetry/#") < 0x80
+        assert ingest.subscribe("attributes/+") < 0x80
         assert ingest.subscribe("$share/ingest/telemetry/#") >= 0x80  # no share group set
         assert _publish(ingest, "telemetry/any") == NOT_AUTHORIZED
         assert _publish(simulator, "status/any") == NOT_AUTHORIZED
