@@ -211,8 +211,9 @@ async def test_gateways_take_children_through_the_api(
     ):
         await _json(await client.put(path, headers=ADMIN), status)
     # A gateway with children stays one; a child does not become one.
-    for device_id, body in (("hub", {"gateway": False}), ("ble-1", {"gateway": True})):
-        await _json(await client.patch(f"/v1/devices/{device_id}", json=body, headers=PATCH), 409)
+    for device_id, gateway in (("hub", False), ("ble-1", True)):
+        change = {"gateway": gateway}
+        await _json(await client.patch(f"/v1/devices/{device_id}", json=change, headers=PATCH), 409)
     await _json(await client.delete("/v1/devices/hub/children/ble-1", headers=ADMIN), 204)
     await _json(await client.delete("/v1/devices/hub/children/ble-1", headers=ADMIN), 404)
     await _json(await client.delete("/v1/devices/hub", headers=ADMIN), 204)
