@@ -271,6 +271,23 @@ def _history_rows(line: Line) -> list[Row]:
     return rows
 
 
+def _fleet_rows(line: Line) -> list[Row]:
+    p95, target = line["day_1h"]["p95_ms"], line["target_p95_ms"]
+    return [
+        (
+            (
+                f"fleet aggregate by tag, a day of 1-hour buckets across {line['devices']:,}"
+                f" devices ({line['path']}), p95 ms (p50 {_n(line['day_1h']['p50_ms'])})"
+            ),
+            _n(p95),
+            "",
+            "",
+            f"<= {target}",
+            _met(p95 <= target),
+        )
+    ]
+
+
 BENCHMARKS = (
     Benchmark("writer", (), ("--rows", "20000", "--runs", "1", "--path", "plain"), _writer_rows),
     Benchmark(
@@ -313,6 +330,7 @@ BENCHMARKS = (
         _scale_rows,
     ),
     Benchmark("history", (), ("--days", "3", "--runs", "5", "--path", "plain"), _history_rows),
+    Benchmark("fleet_aggregate", (), ("--runs", "5", "--path", "plain"), _fleet_rows),
 )
 
 

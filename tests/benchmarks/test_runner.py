@@ -115,6 +115,12 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
             "raw_hour_11_months": {"p95_ms": 30.0},
             "raw_bytes_per_reading": 2.5,
         },
+        "fleet_aggregate": {
+            "path": "plain",
+            "devices": 1000,
+            "day_1h": {"p50_ms": 30.0, "p95_ms": 45.0},
+            "target_p95_ms": 100,
+        },
     }
     records = [
         {"benchmark": b.name, "exit_status": 0, "lines": [lines[b.name]]} for b in BENCHMARKS
@@ -125,9 +131,9 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
     # shared, vs hobby, 1 worker (no target), latency, cost model (no target) x 2, api a, b,
     # c (miss), device rss, cpu, commits, drain, console first paint, console data (miss),
     # scale: mqtt, http (miss), fleet, latest (miss), history: year (miss), 30 days, raw
-    # hour, bytes (no targets)
+    # hour, bytes (no targets), fleet aggregate
     assert met == [
         "yes", "**no**", "**no**", "**no**", "yes", "yes", "yes", "", "yes", "", "", "yes",
         "yes", "**no**", "yes", "yes", "yes", "yes", "yes", "**no**", "yes", "**no**", "yes",
-        "**no**", "**no**", "", "", "",
+        "**no**", "**no**", "", "", "", "yes",
     ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -109,11 +110,19 @@ def test_status_topic_online_offline_and_kill9(mqtt_url: str, tmp_path: Path) ->
             stderr=subprocess.PIPE,
         )
 
-    with TestClient(mqtt_url) as watcher, Collector(mqtt_url, dev) as collector:
+    with (
+        TestClient(mqtt_url) as watcher,
+        TestClient(mqtt_url) as reports,
+        Collector(mqtt_url, dev) as collector,
+    ):
         watcher.subscribe(f"status/{dev}", qos=1)
+        reports.subscribe(f"attributes/{dev}", qos=1)
         proc = start_agent()
         try:
             assert watcher.receive(1, 15)[0].payload == b"online"
+            # What the agent says about itself, published (retained) on every connection.
+            report = json.loads(reports.receive(1, 15)[0].payload)
+            assert str(report["agent"]).startswith("telemetry-device ")
             wait_for(lambda: len(collector.seqs()) >= 20, 15, "readings before the kill")
             # Kill with readings sampled and not yet acknowledged (unsent or in flight).
             wait_for(lambda: read_status(tmp_path / "spool.db").depth_rows > 0, 15, "a backlog")
