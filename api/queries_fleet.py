@@ -9,9 +9,12 @@ for one device (:mod:`api.buckets`), so that the sums and counts are those of th
 
 from __future__ import annotations
 
-__all__ = ["FLEET_BUCKETS", "FLEET_SELECTION"]
+__all__ = ["FLEET_BUCKETS", "FLEET_SELECTION", "METRIC"]
 
 _TAGS = "metadata @> %(tags)s::jsonb"
+
+#: The metric's key and type: only numbers aggregate across devices.
+METRIC = "SELECT metric_key, value_type FROM metrics WHERE name = %s"
 
 
 def _selection(tagged: bool) -> str:

@@ -112,9 +112,6 @@ async def list_rejects(request: web.Request, params: RejectsParams) -> DeadLette
     )
 
 
-_METRIC = "SELECT metric_key, value_type FROM metrics WHERE name = %s"
-
-
 @router.json(
     "GET",
     "/v1/aggregate",
@@ -146,7 +143,7 @@ async def get_aggregate(request: web.Request, params: AggregateParams) -> FleetA
         "step": timedelta(seconds=seconds),
     }
     async with db.connection() as conn:
-        metric = await (await conn.execute(_METRIC, [params.metric])).fetchone()
+        metric = await (await conn.execute(queries_fleet.METRIC, [params.metric])).fetchone()
         if metric is not None and metric[1] != "number":
             raise BadRequestError(
                 f"metric: {params.metric} holds {metric[1]} values; across devices only"
