@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ingest.wire import Format, Parsed, Reason, parse_payload
+from ingest.wire import Format, Parsed, Reason, Reject, parse_payload
+from ingest.wire.attributes import parse_attributes
+from ingest.wire.topics import parse_attributes_topic
 from tests.test_wire import DEFAULT_LIMITS, DEVICE, NOW, only_item, only_reject, reasons, senml, v1
 
 # --- value types, units, gateways ----------------------------------------------------------
@@ -136,3 +140,60 @@ def test_a_gateway_names_its_children_in_senml_base_names() -> None:
         (4, None),
     ]
     assert reasons(parsed) == {5: Reason.INVALID_NAME}
+
+
+# --- devices' reports about themselves -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        ("attributes/pump-17", "pump-17"),
+        ("attributes/urn:dev:1", "urn:dev:1"),
+        ("attributes/", Reason.INVALID_NAME),
+        ("attributes/a/b", Reason.INVALID_NAME),
+        ("attribute/pump-17", Reason.INVALID_TOPIC),
+    ],
+)
+def test_attributes_topics(topic: str, expected: str | Reason) -> None:
+    got = parse_attributes_topic(topic)
+    assert (got.reason if isinstance(got, Reject) else got) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[1]", Reason.SCHEMA),
+        (b'"x"', Reason.SCHEMA),
+        (b"{", Reason.MALFORMED_JSON),
+        (b'{"a": "\\u0000"}', Reason.SCHEMA),
+        (json.dumps({f"k{i}": i for i in range(65)}).encode(), Reason.SCHEMA),
+        (b'{"a": "' + b"x" * 9000 + b'"}', Reason.TOO_LARGE),
+    ],
+)
+def test_bad_attribute_reports_are_refused_whole(body: bytes, reason: Reason) -> None:
+    refused = parse_attributes(body)
+    assert isinstance(refused, Reject)
+    assert (refused.index, refused.reason) == (-1, reason)
+    assert 0 < len(refused.detail) <= 200
+
+
+@settings(max_examples=200)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        ),
+        max_leaves=20,
+    )
+)
+def test_an_attribute_report_is_a_json_object_or_a_reason(document: object) -> None:
+    body = json.dumps(document).encode()
+    outcome = parse_attributes(body)
+    if isinstance(outcome, Reject):
+        assert outcome.reason in {Reason.SCHEMA, Reason.TOO_LARGE, Reason.MALFORMED_JSON}
+    else:
+        assert isinstance(document, dict)
+        assert json.loads(outcome) == document
