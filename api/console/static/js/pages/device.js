@@ -195,14 +195,17 @@ export const devicePage = {
     }
 
     function showCharts(answer, range) {
-      const metrics = new Set(answer.series.map((series) => series.metric));
+      // Strings have no line to draw (their values are in the tables); booleans chart as the
+      // share of true.
+      const charted = answer.series.filter((series) => series.type !== "string");
+      const metrics = new Set(charted.map((series) => series.metric));
       for (const [metric, entry] of charts) {
         if (!metrics.has(metric)) {
           entry.chart?.destroy();
           charts.delete(metric);
         }
       }
-      const entries = answer.series.map((series) => [series, chartOf(series.metric)]);
+      const entries = charted.map((series) => [series, chartOf(series.metric)]);
       // On the page before drawing: a chart takes its width from its place.
       chartsBox.replaceChildren(...entries.map(([, entry]) => entry.figure));
       if (entries.length === 0) {
@@ -248,7 +251,7 @@ export const devicePage = {
             {},
             h("td", {}, dateTime(r.ts)),
             h("td", {}, r.metric),
-            h("td", { class: "num" }, withUnit(r.value, r.unit)),
+            h("td", { class: "num" }, withUnit(r.value, answer.units?.[r.metric])),
           ),
         ),
       );
