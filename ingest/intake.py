@@ -84,10 +84,11 @@ async def accept(
     parsed = parse_payload(
         body, fmt, device.device_id, sub.received_at, intake.rules.limits, gateway=device.gateway
     )
-    whole = next((reject for reject in parsed.rejects if reject.index < 0), None)
-    if whole is not None:
-        refuse(sub, whole.reason, whole.detail, body, source=source, device_id=device.device_id)
-        return Verdict(whole, [], parsed.total)
+    if parsed.rejects:
+        whole = next((reject for reject in parsed.rejects if reject.index < 0), None)
+        if whole is not None:
+            refuse(sub, whole.reason, whole.detail, body, source=source, device_id=device.device_id)
+            return Verdict(whole, [], parsed.total)
     rejects = list(parsed.rejects)
     from_parser = len(rejects)
     other = _add_numbers(sub, parsed.items, device, intake, rejects)

@@ -161,22 +161,14 @@ def _parse_v1_valid(
     now = clock.now
     items = []
     for index, entry in enumerate(entries):
-        claimed = entry.device_id
-        child = None if claimed is UNSET or claimed == device_id else claimed
-        if child is not None and not (gateway and is_device_id(child)):
+        values = _valid_numbers(entry.values)
+        if values is None:
             return None
-        split = _valid_values(entry.values)
-        units = entry.units or None  # UNSET is false
-        if split is None or (units is not None and not _valid_units(units, entry.values)):
-            return None
-        values, typed = split
         seq = None if entry.seq is UNSET else entry.seq
         raw = entry.ts
         if raw is UNSET:
-            items.append(Item(index, now, seq, values, True, typed, units, child))  # noqa: FBT003  (fields in order, as msgspec builds fastest)
-            continue
-        ts: datetime | Problem | None
-        if type(raw) is str:
+            ts: datetime | Problem | None = now
+        elif type(raw) is str:
             ts = clock.from_rfc3339(raw)
         elif type(raw) is int and not -EXACT_INT <= raw <= EXACT_INT:
             ts = None
@@ -184,41 +176,68 @@ def _parse_v1_valid(
             ts = clock.from_epoch(float(raw), "ts")
         if type(ts) is not datetime:
             return None
-        items.append(Item(index, ts, seq, values, False, typed, units, child))  # noqa: FBT003
+        if values is _NOT_ONLY_NUMBERS or entry.device_id is not UNSET or entry.units is not UNSET:
+            # Booleans, strings, units or a device named: checked apart, so that the
+            # common item (numbers of the sender) costs no more than before they existed.
+            item = _unusual_item(Item(index, ts, seq, {}, raw is UNSET), entry, device_id, gateway)
+            if item is None:
+                return None
+            items.append(item)
+        else:
+            items.append(Item(index, ts, seq, values, raw is UNSET))
     return Parsed(items, [], len(entries))
 
 
-def _valid_values(
-    values: dict[str, float | int | bool | str],
-) -> tuple[dict[str, float], dict[str, bool | str] | None] | None:
-    """Split ``values`` into numbers and the rest, as the full path would; None if invalid."""
+#: What :func:`_valid_numbers` returns for values that are not all numbers.
+_NOT_ONLY_NUMBERS: Final[dict[str, float]] = {}
+
+
+def _valid_numbers(values: dict[str, float | int | bool | str]) -> dict[str, float] | None:
+    """Return ``values`` as floats when every name is valid and every value a number.
+
+    None when a name or number is invalid (the full path says why); ``_NOT_ONLY_NUMBERS``
+    when some values are booleans or strings (:func:`_unusual_item` takes those).
+    """
     if not values:
         return None
-    exact = True  # every number is a float already
-    typed = False
+    exact = only_numbers = True
     for name, value in values.items():
         if name not in _metric_names_seen:
             if not is_metric_name(name):
                 return None
             if len(_metric_names_seen) < _METRIC_NAMES_MAX:
                 _metric_names_seen.add(name)
-        if type(value) is float:
-            continue
         if type(value) is int:
             if not -EXACT_INT <= value <= EXACT_INT:
                 return None
             exact = False
-            continue
-        typed = True
+        elif type(value) is not float:
+            only_numbers = False
+    if not only_numbers:
+        return _NOT_ONLY_NUMBERS
+    return values if exact else {n: float(v) for n, v in values.items()}  # type: ignore[return-value]  # every value is a number here
+
+
+def _unusual_item(item: Item, entry: _ValidSet, device_id: str, gateway: bool) -> Item | None:
+    """Complete ``item`` (index, time, seq) with values, units and device; None if invalid."""
+    claimed = entry.device_id
+    child = None if claimed is UNSET or claimed == device_id else claimed
+    if child is not None and not (gateway and is_device_id(child)):
+        return None
+    values = entry.values  # names and numbers checked by _valid_numbers
+    for value in values.values():
         # A string of up to a quarter of the limit in characters fits in bytes too.
         if isinstance(value, str) and (
             "\x00" in value
             or (len(value) > MAX_TEXT_BYTES // 4 and len(value.encode()) > MAX_TEXT_BYTES)
         ):
             return None
-    if typed:
-        return _split(values)
-    return (values if exact else {n: float(v) for n, v in values.items()}), None  # type: ignore[return-value]  # every value is a float now
+    units = None if entry.units is UNSET else entry.units or None
+    if units is not None and not _valid_units(units, values):
+        return None
+    item.values, item.typed = _split(values)
+    item.units, item.device_id = units, child
+    return item
 
 
 def _split(
