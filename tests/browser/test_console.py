@@ -244,7 +244,7 @@ def test_the_csv_link_downloads_the_rows_with_the_key_in_a_header(
     window = [datetime.strptime(t, "%Y%m%dT%H%M%S%z") for t in (start, end)]
     with saved.open(newline="") as f:
         table = list(csv.reader(f))
-    assert table[0] == ["device_id", "metric", "ts", "value"]
+    assert table[0] == ["device_id", "metric", "ts", "value", "unit"]
     expected = len(console.fleet.featured_in(*window)) * len(FEATURED_METRICS)
     assert expected > 300
     assert len(table) - 1 == expected
