@@ -71,14 +71,20 @@ def _unknown(
     types: dict[str, ValueType],
     units: dict[tuple[int, str], str],
 ) -> None:
-    """Add what ``checked`` would fix and the catalog does not know yet (first one wins)."""
+    """Add what ``checked`` would fix and the catalog does not know yet (first one wins).
+
+    An item refused for a type the catalog already knows fixes no unit.
+    """
     item = checked.item
-    for name in item.values:
-        if catalog.type_of(name) is None:
-            types.setdefault(name, ValueType.NUMBER)
-    for name, value in (item.typed or {}).items():
-        if catalog.type_of(name) is None:
+    conflict = False
+    for name, value in (*item.values.items(), *(item.typed or {}).items()):
+        known = catalog.type_of(name)
+        if known is None:
             types.setdefault(name, value_type(value))
+        elif known is not value_type(value):
+            conflict = True
+    if conflict:
+        return
     for name, unit in (item.units or {}).items():
         if catalog.unit_of(checked.device_key, name) is None:
             units.setdefault((checked.device_key, name), unit)

@@ -259,3 +259,16 @@ async def test_attribute_reports_replace_the_last_and_stay_apart_from_metadata(
     letters = await fetch_all(db_url, "SELECT device_id, reason FROM dead_letters")
     assert letters == [("pump-1", "schema")]
     assert await fetch_all(db_url, "SELECT count(*) FROM devices") == [(5,)]
+
+
+async def test_a_reading_refused_for_its_type_fixes_no_unit(
+    writer: BatchWriter, db_url: str
+) -> None:
+    broker = await run(
+        writer,
+        ("telemetry/pump-1", {"ts": at(0), "values": {"t": 1}}),
+        ("telemetry/pump-1", {"ts": at(1), "values": {"t": "warm"}, "units": {"t": "Cel"}}),
+        ("telemetry/pump-1", {"ts": at(2), "values": {"t": 2}, "units": {"t": "degF"}}),
+    )
+    assert answers(broker) == [(1, 0, []), (0, 0, [(0, "type_mismatch")]), (1, 0, [])]
+    assert await fetch_all(db_url, "SELECT unit FROM metric_units") == [("degF",)]
