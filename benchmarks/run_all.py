@@ -302,7 +302,7 @@ BENCHMARKS = (
             "--sizes",
             "1000",
             "--messages",
-            "1000",
+            "20000",
             "--requests",
             "200",
             "--queries",

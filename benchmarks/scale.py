@@ -194,6 +194,11 @@ def plot(line: dict[str, Any], path: Path) -> None:
     left, right = fig.subplots(1, 2)
     for name, label in (("mqtt", "MQTT msg/s"), ("http", "HTTP readings/s")):
         left.plot(sizes, line["ratio_median"][name], marker="o", label=label)
+    # Rates move with whatever else runs; the CPU a message much less.
+    cpu = line["mqtt_cpu_us_msg_median"]
+    left.plot(
+        sizes, [cpu[0] / us for us in cpu], linestyle=":", marker="o", label="MQTT, by CPU a msg"
+    )
     left.axhline(INTAKE_TARGET, color="grey", linestyle="--", label="target")
     left.set(xscale="log", xlabel="registered devices", ylabel=f"rate / {BASELINE}-device rate")
     left.set_ylim(bottom=0)
