@@ -349,7 +349,7 @@ class BucketedReadings(_Out):
     bucket: str
     bucket_s: int
     agg: list[Aggregate]
-    source: Literal["raw", "rollup_1m", "rollup_1h"]
+    source: Literal["raw", "rollup_1m", "rollup_1h", "rollup_1d"]
     series: list[BucketSeries]
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 __all__ = [
     "ALL_DEVICE_IDS",
     "BEGIN_SNAPSHOT",
+    "BUCKETS_FROM_1D",
     "BUCKETS_FROM_1H",
     "BUCKETS_FROM_1M",
     "BUCKETS_FROM_RAW",
+    "BUCKETS_OF_1D",
     "BUCKETS_OF_1H",
     "BUCKETS_OF_1M",
     "COPY_CSV",
@@ -21,6 +23,7 @@ __all__ = [
     "DELETE_DEVICE",
     "DELETE_DEVICE_LATEST",
     "DELETE_DEVICE_READINGS",
+    "DELETE_DEVICE_ROLLUPS_1D",
     "DELETE_DEVICE_ROLLUPS_1H",
     "DELETE_DEVICE_ROLLUPS_1M",
     "DEVICE_KEY",
@@ -151,6 +154,7 @@ METRIC_KEYS_ALL = "SELECT metric_key, name FROM metrics ORDER BY metric_key"
 DELETE_DEVICE_READINGS = "DELETE FROM readings WHERE device_key = %s"
 DELETE_DEVICE_ROLLUPS_1M = "DELETE FROM readings_1m WHERE device_key = %s"
 DELETE_DEVICE_ROLLUPS_1H = "DELETE FROM readings_1h WHERE device_key = %s"
+DELETE_DEVICE_ROLLUPS_1D = "DELETE FROM readings_1d WHERE device_key = %s"
 DELETE_DEVICE_LATEST = "DELETE FROM latest_readings WHERE device_key = %s"
 DELETE_DEVICE = "DELETE FROM devices WHERE device_key = %s"
 
@@ -283,6 +287,8 @@ BUCKETS_FROM_1M = _from_rollup("readings_1m")
 BUCKETS_FROM_1H = _from_rollup("readings_1h")
 BUCKETS_OF_1M = _rollup_as_stored("readings_1m")
 BUCKETS_OF_1H = _rollup_as_stored("readings_1h")
+BUCKETS_FROM_1D = _from_rollup("readings_1d")
+BUCKETS_OF_1D = _rollup_as_stored("readings_1d")
 BUCKETS_FROM_RAW = f"""
 WITH parts (t, metric_key, n, s, lo, hi, f, l) AS (
     {_RAW_PART.format(lo="%(start)s", hi="%(end)s")}

@@ -37,6 +37,8 @@ _QUERY = {
     ("rollup_1m", True): queries.BUCKETS_OF_1M,
     ("rollup_1h", False): queries.BUCKETS_FROM_1H,
     ("rollup_1h", True): queries.BUCKETS_OF_1H,
+    ("rollup_1d", False): queries.BUCKETS_FROM_1D,
+    ("rollup_1d", True): queries.BUCKETS_OF_1D,
 }
 
 

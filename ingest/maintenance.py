@@ -2,8 +2,8 @@
 
 On plain PostgreSQL the ingest service runs these on a schedule (see ``ingest.jobs``):
 daily partitions are created ahead (and on demand by the writer), expired ones are
-detached and dropped, and the 1-minute and 1-hour rollups are refreshed from the minutes
-the writer marked dirty. On TimescaleDB the extension's own policies do this work; only
+detached and dropped, and the 1-minute, 1-hour and 1-day rollups are refreshed from the
+minutes the writer marked dirty. On TimescaleDB the extension's own policies do this work; only
 dead-letter retention runs here.
 """
 
@@ -63,6 +63,16 @@ SELECT date_trunc('hour', bucket), device_key, metric_key, sum(count), sum(sum),
        max(max), (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1]
 FROM readings_1m
 WHERE bucket >= %(lo)s AND bucket < %(hi)s AND date_trunc('hour', bucket) = ANY(%(hours)s)
+GROUP BY 1, 2, 3
+"""
+
+_REFRESH_1D = """
+INSERT INTO readings_1d (bucket, device_key, metric_key, count, sum, min, max, first, last)
+SELECT date_trunc('day', bucket, 'UTC'), device_key, metric_key, sum(count), sum(sum),
+       min(min), max(max), (array_agg(first ORDER BY bucket))[1],
+       (array_agg(last ORDER BY bucket DESC))[1]
+FROM readings_1h
+WHERE bucket >= %(lo)s AND bucket < %(hi)s AND date_trunc('day', bucket, 'UTC') = ANY(%(days)s)
 GROUP BY 1, 2, 3
 """
 
@@ -151,7 +161,7 @@ async def apply_retention(
                 )
                 await conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 dropped.append(name)
-        for table in ("readings_1m", "readings_1h"):
+        for table in ("readings_1m", "readings_1h", "readings_1d"):
             await conn.execute(
                 sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(table)),
                 [cutoff],
@@ -172,6 +182,7 @@ class RefreshResult:
     minutes: int
     hours: int
     watermark: datetime | None
+    days: int = 0
 
 
 def _ranges(points: list[datetime], step: timedelta) -> list[tuple[datetime, datetime]]:
@@ -188,7 +199,7 @@ def _ranges(points: list[datetime], step: timedelta) -> list[tuple[datetime, dat
 async def refresh_rollups(
     conn: AsyncConnection[TupleRow], now: datetime, lag: timedelta = timedelta(minutes=1)
 ) -> RefreshResult:
-    """Re-aggregate every dirty minute before ``now - lag`` and the hours containing them.
+    """Re-aggregate every dirty minute before ``now - lag``, then the hours and days around them.
 
     Minutes after that watermark are still filling; readers take them from raw rows.
     """
@@ -203,6 +214,7 @@ async def refresh_rollups(
         )
         minutes = sorted({row[0] for row in await cur.fetchall()})
         hours = sorted({m.replace(minute=0) for m in minutes})
+        days = sorted({datetime.fromtimestamp(h.timestamp() // 86400 * 86400, UTC) for h in hours})
         if minutes:
             await conn.execute("DELETE FROM readings_1m WHERE bucket = ANY(%s)", [minutes])
             for lo, hi in _ranges(minutes, timedelta(minutes=1)):
@@ -210,17 +222,33 @@ async def refresh_rollups(
             await conn.execute("DELETE FROM readings_1h WHERE bucket = ANY(%s)", [hours])
             for lo, hi in _ranges(hours, timedelta(hours=1)):
                 await conn.execute(_REFRESH_1H, {"lo": lo, "hi": hi, "hours": hours})
+            await conn.execute("DELETE FROM readings_1d WHERE bucket = ANY(%s)", [days])
+            for lo, hi in _ranges(days, timedelta(days=1)):
+                await conn.execute(_REFRESH_1D, {"lo": lo, "hi": hi, "days": days})
         await conn.execute(
             "UPDATE rollup_state SET watermark = greatest(watermark, %s) WHERE name = 'rollups'",
             [watermark],
         )
-    return RefreshResult(len(minutes), len(hours), watermark)
+    return RefreshResult(len(minutes), len(hours), watermark, len(days))
+
+
+# By continuous aggregate: bucket, end offset of the refresh window, refresh schedule. A
+# day is materialized an hour after it ends; until then real-time aggregation serves it.
+_HOUR = timedelta(hours=1)
+_CAGG_POLICIES = {
+    "readings_1m": (timedelta(minutes=1), timedelta(minutes=1), timedelta(minutes=1)),
+    "readings_1h": (_HOUR, _HOUR, timedelta(minutes=15)),
+    "readings_1d": (timedelta(days=1), _HOUR, _HOUR),
+}
 
 
 async def apply_timescale_policies(
-    conn: AsyncConnection[TupleRow], storage: StorageSettings, *, with_rollups: bool
+    conn: AsyncConnection[TupleRow], storage: StorageSettings, *, rollups: Iterable[str]
 ) -> None:
-    """(Re)apply chunking, compression, retention and refresh policies from ``storage``."""
+    """(Re)apply chunking, compression, retention and refresh policies from ``storage``.
+
+    ``rollups`` names the continuous aggregates that the schema has so far.
+    """
     retention = timedelta(days=storage.retention_days)
     # The refresh window reaches past the compression horizon: late rows land in chunks
     # that are still uncompressed or are decompressed on insert, and are re-aggregated.
@@ -238,29 +266,23 @@ async def apply_timescale_policies(
         ("SELECT remove_retention_policy('readings', if_exists => true)", []),
         ("SELECT add_retention_policy('readings', %s::interval)", [retention]),
     ]
-    if with_rollups:
-        for view, step, every in (
-            ("readings_1m", timedelta(minutes=1), timedelta(minutes=1)),
-            ("readings_1h", timedelta(hours=1), timedelta(minutes=15)),
-        ):
-            statements += [
+    for view in rollups:
+        step, lag, every = _CAGG_POLICIES[view]
+        statements += [
+            (
+                ("SELECT remove_continuous_aggregate_policy(%s::regclass, if_not_exists => true)"),
+                [view],
+            ),
+            (
                 (
-                    (
-                        "SELECT remove_continuous_aggregate_policy("
-                        "%s::regclass, if_not_exists => true)"
-                    ),
-                    [view],
+                    "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s,"
+                    " end_offset => %s, schedule_interval => %s)"
                 ),
-                (
-                    (
-                        "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s,"
-                        " end_offset => %s, schedule_interval => %s)"
-                    ),
-                    [view, max(refresh_window, 2 * step), step, every],
-                ),
-                ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [view]),
-                ("SELECT add_retention_policy(%s::regclass, %s::interval)", [view, retention]),
-            ]
+                [view, max(refresh_window, 2 * step + lag), lag, every],
+            ),
+            ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [view]),
+            ("SELECT add_retention_policy(%s::regclass, %s::interval)", [view, retention]),
+        ]
     async with conn.transaction():
         for statement, params in statements:
             await conn.execute(statement, params)

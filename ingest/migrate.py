@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Literal
+from typing import Literal, LiteralString
 
 import psycopg
 from psycopg import AsyncConnection
@@ -37,7 +37,17 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (3, "rollups"),
     (4, "latest"),
     (5, "rollup_time_index"),
+    (9, "rollup_1d"),
 )
+
+#: Statements run after a version's transaction, on that path only: they cannot run in one.
+_AFTER: dict[tuple[int, ResolvedMode], tuple[LiteralString, ...]] = {
+    # Materialize the days stored before the 1-day aggregate existed; later days are the
+    # refresh policy's.
+    (9, "timescale"): (
+        "CALL refresh_continuous_aggregate('readings_1d', NULL, date_trunc('day', now(), 'UTC'))",
+    ),
+}
 
 _LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run
 
@@ -159,14 +169,22 @@ async def _migrate_locked(
     mode = await _resolve_mode(conn, storage.storage_mode, existing_mode)
     if mode == "timescale":
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    # Versions are applied by what is missing, not by the newest applied: branches merged
+    # later may bring versions below one that is applied already.
+    done = {
+        row[0]
+        for row in await (await conn.execute("SELECT version FROM schema_version")).fetchall()
+    }
     applied = []
     for version, name in MIGRATIONS:
-        if current < version <= target:
+        if version not in done and version <= target:
             async with conn.transaction():
                 await conn.execute(_sql_for(version, name, mode).encode())
                 await conn.execute(
                     "INSERT INTO schema_version (version, name) VALUES (%s, %s)", [version, name]
                 )
+            for statement in _AFTER.get((version, mode), ()):
+                await conn.execute(statement)
             log.info("applied migration %03d_%s (%s path)", version, name, mode)
             applied.append(version)
     await _apply_settings(conn, mode, storage, max(current, target))
@@ -196,4 +214,7 @@ async def _apply_settings(
             conn, datetime.now(UTC), ahead_days=storage.partitions_ahead_days
         )
         return
-    await maintenance.apply_timescale_policies(conn, storage, with_rollups=version >= 3)
+    rollups: tuple[str, ...] = ("readings_1m", "readings_1h") if version >= 3 else ()
+    if version >= 9:
+        rollups += ("readings_1d",)
+    await maintenance.apply_timescale_policies(conn, storage, rollups=rollups)

@@ -14,6 +14,7 @@ from ingest.settings import StorageSettings
 from tests.ingest.helpers import T0, fetch_all, mode_of
 from tests.support.db import DatabaseServer
 
+DAY = timedelta(days=1)
 TABLES = {"devices", "metrics", "readings", "dead_letters", "api_keys", "storage_settings"}
 
 
@@ -97,6 +98,40 @@ async def test_upgrade_from_previous_version_seeds_latest_readings(
     assert rows == [(1, 1, T0, 1000.0), (1, 2, T0, 1000.0), (2, 1, T0, 2000.0)]
 
 
+async def test_upgrade_to_the_daily_rollup_rolls_up_the_days_stored(
+    empty_db_url: str, storage_mode: str
+) -> None:
+    settings = StorageSettings(storage_mode=mode_of(storage_mode))
+    daily = {name: v for v, name in MIGRATIONS}["rollup_1d"]
+    await migrate(empty_db_url, settings, target=daily - 1)
+    day = T0.replace(hour=0)
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO devices (device_id) VALUES ('old-1')")
+        await conn.execute("INSERT INTO metrics (name) VALUES ('t')")
+        if storage_mode == "plain":
+            await maintenance.create_day_partitions(conn, [day.date(), (day + DAY).date()])
+        # Two days, a reading every 10 minutes, valued by its index.
+        await conn.execute(
+            "INSERT INTO readings SELECT %s + make_interval(secs => g * 600), 1, 1, g"
+            " FROM generate_series(0, 287) g",
+            [day],
+        )
+        if storage_mode == "plain":  # the hours as the previous version rolled them up
+            await conn.execute(
+                "INSERT INTO readings_1h SELECT date_trunc('hour', time), device_key,"
+                " metric_key, count(*), sum(value), min(value), max(value), min(value),"
+                " max(value) FROM readings GROUP BY 1, 2, 3"  # values rise: first is min
+            )
+    await migrate(empty_db_url, settings)
+    rows = await fetch_all(
+        empty_db_url, "SELECT bucket, count, sum, min, max, first, last FROM readings_1d ORDER BY 1"
+    )
+    assert rows == [
+        (day, 144, float(sum(range(144))), 0.0, 143.0, 0.0, 143.0),
+        (day + DAY, 144, float(sum(range(144, 288))), 144.0, 287.0, 144.0, 287.0),
+    ]
+
+
 @pytest.mark.timescale
 async def test_storage_path_cannot_be_switched(empty_db_url: str) -> None:
     await migrate(empty_db_url, StorageSettings(storage_mode="plain"))
@@ -135,4 +170,4 @@ async def test_timescale_policies_follow_the_settings(empty_db_url: str) -> None
         "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
         " ORDER BY 1",
     )
-    assert caggs == [("readings_1h", False), ("readings_1m", False)]
+    assert caggs == [("readings_1d", False), ("readings_1h", False), ("readings_1m", False)]

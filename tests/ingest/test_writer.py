@@ -118,7 +118,7 @@ async def _refresh(url: str, storage_mode: str) -> None:
         if storage_mode == "plain":
             await maintenance.refresh_rollups(conn, datetime.now(UTC) + timedelta(days=1))
         else:
-            for view in ("readings_1m", "readings_1h"):
+            for view in ("readings_1m", "readings_1h", "readings_1d"):
                 await conn.execute(
                     "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [view]
                 )
@@ -136,7 +136,11 @@ FROM {view} ORDER BY 1, 2, 3
 
 
 async def _assert_rollups_match_raw(url: str) -> None:
-    for unit, view in (("'minute'", "readings_1m"), ("'hour'", "readings_1h")):
+    for unit, view in (
+        ("'minute'", "readings_1m"),
+        ("'hour'", "readings_1h"),
+        ("'day'", "readings_1d"),
+    ):
         raw = await fetch_all(url, RAW.format(unit=unit))
         rolled = await fetch_all(url, ROLLUP.format(view=view))
         assert len(rolled) == len(raw)
@@ -204,7 +208,7 @@ async def test_retention_drops_old_data(db_url: str, storage_mode: str) -> None:
             )
         else:
             await conn.execute("SELECT drop_chunks('readings', older_than => interval '10 days')")
-            for view in ("readings_1m", "readings_1h"):
+            for view in ("readings_1m", "readings_1h", "readings_1d"):
                 await conn.execute(
                     "SELECT drop_chunks(%s::regclass, older_than => interval '10 days')", [view]
                 )
@@ -212,7 +216,7 @@ async def test_retention_drops_old_data(db_url: str, storage_mode: str) -> None:
         assert result.dead_letters_deleted == 1
     assert await fetch_all(db_url, "SELECT count(*) FROM readings") == [(20,)]
     old = now - timedelta(days=10)
-    for view in ("readings_1m", "readings_1h"):
+    for view in ("readings_1m", "readings_1h", "readings_1d"):
         rows = await fetch_all(
             db_url, f"SELECT count(*) FROM {view} WHERE bucket < '{old.isoformat()}'"
         )
