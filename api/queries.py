@@ -44,6 +44,7 @@ __all__ = [
     "PING",
     "RAW_PAGE",
     "REJECTS",
+    "RETENTION_SETTINGS",
     "ROLLUP_WATERMARK",
     "SET_STATEMENT_TIMEOUT",
     "SET_TIMEZONE_UTC",
@@ -64,6 +65,7 @@ INSERT INTO api_keys (key_hash, scope, name) VALUES (%s, %s, %s) RETURNING key_i
 """
 
 STORAGE_MODE = "SELECT value FROM storage_settings WHERE key = 'storage_mode'"
+RETENTION_SETTINGS = "SELECT key, value FROM storage_settings WHERE starts_with(key, 'retention_')"
 # -infinity (nothing rolled up yet) does not fit a Python datetime: clamp it.
 ROLLUP_WATERMARK = """
 SELECT greatest(watermark, '0001-01-02 00:00:00+00') FROM rollup_state WHERE name = 'rollups'

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from api import buckets, queries
+from api import buckets, queries, tiers
 from api.context import DATABASE, SETTINGS
 from api.database import Database
 from api.errors import BadRequestError
@@ -130,7 +130,14 @@ async def _bucketed(
     async with db.connection() as conn:
         key_of = await device_key(conn, params.device_id)
         metrics = await metric_keys(conn, params.metric)
-        chosen = buckets.plan(start, end, seconds, await db.rollups_complete_before(conn))
+        seconds, chosen = tiers.plan_within_retention(
+            start,
+            end,
+            seconds,
+            complete_before=await db.rollups_complete_before(conn),
+            kept=await tiers.retention(conn),
+            now=datetime.now(UTC),
+        )
         # Binary results: a day of minutes parses in a third of the time text takes.
         cur = await conn.execute(
             _QUERY[chosen.source, chosen.one_row_per_bucket],

@@ -171,7 +171,7 @@ async def _maintain(args: argparse.Namespace) -> int:
             created = await maintenance.ensure_partitions(conn, now, storage.partitions_ahead_days)
             print(f"partitions created: {len(created)}")
         retention = await maintenance.apply_retention(
-            conn, now, storage.retention_days, storage.dead_letter_retention_days, plain=plain
+            conn, now, storage.tiers, storage.dead_letter_retention_days, plain=plain
         )
         print(
             f"retention: {len(retention.dropped_partitions)} partitions dropped, "

@@ -18,6 +18,7 @@ from typing import LiteralString
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
+from core.retention import Retention, Tier
 from ingest.settings import StorageSettings
 
 __all__ = [
@@ -42,6 +43,7 @@ Job = Callable[[Conn, datetime], Awaitable[None]]
 _PARTITION_LOCK = 0x7E1E_0002
 _ROLLUP_LOCK = 0x7E1E_0003
 _MAX_REFRESH_RANGE = timedelta(hours=6)  # bounds the memory of one aggregation statement
+_TIER_OF: dict[str, Tier] = {"readings_1m": "1m", "readings_1h": "1h", "readings_1d": "1d"}
 
 _EXISTING_PARTITIONS = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -135,17 +137,17 @@ class RetentionResult:
 async def apply_retention(
     conn: AsyncConnection[TupleRow],
     now: datetime,
-    retention_days: int,
+    retention: Retention,
     dead_letter_retention_days: int,
     *,
     plain: bool,
 ) -> RetentionResult:
-    """Drop readings and rollups past retention (plain path) and old dead letters.
+    """Drop readings and rollups past their tier's retention (plain path), old dead letters.
 
     ``conn`` must be in autocommit mode: partitions are detached concurrently so that
     writers are not blocked.
     """
-    cutoff = now - timedelta(days=retention_days)
+    cutoff = retention.horizon("raw", now)
     dropped: list[str] = []
     if plain:
         cur = await conn.execute(_EXISTING_PARTITIONS)
@@ -161,10 +163,13 @@ async def apply_retention(
                 )
                 await conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 dropped.append(name)
-        for table in ("readings_1m", "readings_1h", "readings_1d"):
+        for table, tier in _TIER_OF.items():
+            # Whole UTC days only: a refresh re-aggregates a day (an hour) from the finer
+            # rollup, whose rows for that day must all be there or all be gone.
+            horizon = retention.horizon(tier, now)
             await conn.execute(
                 sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(table)),
-                [cutoff],
+                [datetime.fromtimestamp(horizon.timestamp() // 86400 * 86400, UTC)],
             )
     cur = await conn.execute(
         "DELETE FROM dead_letters WHERE received_at < %s",
@@ -249,10 +254,13 @@ async def apply_timescale_policies(
 
     ``rollups`` names the continuous aggregates that the schema has so far.
     """
-    retention = timedelta(days=storage.retention_days)
+    tiers = storage.tiers
+    raw = timedelta(days=tiers.raw_days)
     # The refresh window reaches past the compression horizon: late rows land in chunks
     # that are still uncompressed or are decompressed on insert, and are re-aggregated.
-    refresh_window = timedelta(days=storage.compress_after_days + 1)
+    # It stays inside raw retention where it can: a refresh of a range whose raw rows are
+    # gone would empty the aggregate there, and rollups may outlive raw data.
+    refresh_window = min(timedelta(days=storage.compress_after_days + 1), raw)
     statements: list[tuple[LiteralString, list[object]]] = [
         (
             "SELECT set_chunk_time_interval('readings', %s::interval)",
@@ -264,10 +272,11 @@ async def apply_timescale_policies(
             [timedelta(days=storage.compress_after_days)],
         ),
         ("SELECT remove_retention_policy('readings', if_exists => true)", []),
-        ("SELECT add_retention_policy('readings', %s::interval)", [retention]),
+        ("SELECT add_retention_policy('readings', %s::interval)", [raw]),
     ]
     for view in rollups:
         step, lag, every = _CAGG_POLICIES[view]
+        kept = timedelta(days=tiers.days(_TIER_OF[view]))
         statements += [
             (
                 ("SELECT remove_continuous_aggregate_policy(%s::regclass, if_not_exists => true)"),
@@ -281,7 +290,7 @@ async def apply_timescale_policies(
                 [view, max(refresh_window, 2 * step + lag), lag, every],
             ),
             ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [view]),
-            ("SELECT add_retention_policy(%s::regclass, %s::interval)", [view, retention]),
+            ("SELECT add_retention_policy(%s::regclass, %s::interval)", [view, kept]),
         ]
     async with conn.transaction():
         for statement, params in statements:

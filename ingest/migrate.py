@@ -196,7 +196,8 @@ async def _apply_settings(
 ) -> None:
     settings = {
         "storage_mode": mode,
-        "retention_days": str(storage.retention_days),
+        "retention_days": str(storage.tiers.raw_days),
+        **storage.tiers.as_settings(),
         "partitions_ahead_days": str(storage.partitions_ahead_days),
         "dead_letter_retention_days": str(storage.dead_letter_retention_days),
     }

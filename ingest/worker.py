@@ -22,7 +22,6 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -171,7 +170,7 @@ def create_app(config: WorkerConfig) -> web.Application:
                     max_future_skew_s=settings.max_future_skew_s,
                     max_items=settings.max_items_per_message,
                 ),
-                retention=timedelta(days=config.storage.retention_days),
+                retention=config.storage.retention,
             ),
         )
         app[writer_key] = writer
