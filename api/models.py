@@ -64,8 +64,12 @@ _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 _OUT_OF_RANGE = "time out of range (years 1900 to 9000)"
 
-Aggregate = Literal["avg", "min", "max", "count", "sum", "first", "last"]
-AGGREGATES: tuple[Aggregate, ...] = ("avg", "min", "max", "count", "sum", "first", "last")
+Aggregate = Literal[
+    "avg", "min", "max", "count", "sum", "first", "last", "increase", "rate"
+]  # fmt: skip
+AGGREGATES: tuple[Aggregate, ...] = (
+    "avg", "min", "max", "count", "sum", "first", "last", "increase", "rate"
+)  # fmt: skip
 DeviceStatus = Literal["online", "offline", "never_seen"]
 DeviceSort = Literal["device_id", "-device_id", "last_seen", "-last_seen", "seq_gaps", "-seq_gaps"]
 
@@ -185,7 +189,8 @@ class ReadingsParams(_Params):
     agg: Annotated[str, AfterValidator(_agg_list)] = Field(
         "avg,min,max,count",
         max_length=200,
-        description=f"aggregates, comma-separated, from {','.join(AGGREGATES)}",
+        description=f"aggregates, comma-separated, from {','.join(AGGREGATES)}; increase and"
+        " rate (per second) treat the metric as a monotonic counter, a drop being a reset",
     )
 
 
@@ -331,6 +336,8 @@ class BucketPoint(TypedDict):
     sum: NotRequired[float]
     first: NotRequired[float]
     last: NotRequired[float]
+    increase: NotRequired[float]
+    rate: NotRequired[float]
 
 
 class BucketSeries(_Out):

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from api import buckets, queries, tiers
+from api import buckets, counters, queries, tiers
 from api.context import DATABASE, SETTINGS
 from api.database import Database
 from api.errors import BadRequestError
@@ -138,9 +138,15 @@ async def _bucketed(
             kept=await tiers.retention(conn),
             now=datetime.now(UTC),
         )
+        counting = not counters.COUNTER_AGGREGATES.isdisjoint(wanted)
+        query = (
+            counters.QUERIES[chosen.source]
+            if counting
+            else _QUERY[chosen.source, chosen.one_row_per_bucket]
+        )
         # Binary results: a day of minutes parses in a third of the time text takes.
         cur = await conn.execute(
-            _QUERY[chosen.source, chosen.one_row_per_bucket],
+            query,
             {
                 "device_key": key_of,
                 "metric_keys": list(metrics),
@@ -156,8 +162,12 @@ async def _bucketed(
     # Rows come in metric order; each becomes a point holding only the aggregates asked for.
     picked = [AGGREGATES.index(a) for a in wanted]
     series: dict[int, list[BucketPoint]] = {}
-    for metric_key, ts, count, total, low, high, first, last in rows:
-        values = (total / count, low, high, count, total, first, last)
+    width = timedelta(seconds=seconds)
+    for metric_key, ts, count, total, low, high, first, last, *increase in rows:
+        values: tuple[Any, ...] = (total / count, low, high, count, total, first, last)
+        if counting:
+            rate = increase[0] / counters.seconds_inside(ts, width, start, end)
+            values += (increase[0], rate)
         point: dict[str, Any] = {"ts": ts}
         for name, i in zip(wanted, picked, strict=True):
             point[name] = values[i]

@@ -132,6 +132,26 @@ _SERIES = (
     .max_per_row(2)
 )
 
+_NETWORK = (
+    line_chart()
+    .id(5)
+    .title("Network throughput")
+    .description(
+        "Bytes per second of the agent's network counters (metrics ending in _rx_bytes or "
+        "_tx_bytes), as agg=rate computes them: a counter that drops was reset (reboot), "
+        "and counts from zero again. From raw readings, the 1-minute or the 1-hour rollup "
+        "by bucket width, as the metric panels."
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(queries.DEVICE_NETWORK_RATE, SqlFormat.TIME_SERIES, ("time", "metric", "rate"))
+    )
+    .unit(units.BytesPerSecondSI)
+    .span(24)
+    .height(8)
+    .interval("$resolution")
+)
+
 DEVICE_DETAIL = (
     telemetry_dashboard(
         "Device detail",
@@ -144,6 +164,7 @@ DEVICE_DETAIL = (
     .with_panel(_STATUS)
     .with_panel(_LATEST)
     .with_panel(_REJECTS)
+    .with_panel(_NETWORK)
     .with_panel(_SERIES)
     .build()
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "DEVICE_LATEST",
     "DEVICE_METRIC_SERIES",
+    "DEVICE_NETWORK_RATE",
     "DEVICE_REJECTS",
     "DEVICE_STATUS",
     "DEVICE_VARIABLE",
@@ -184,6 +185,46 @@ SELECT $__timeGroupAlias(t, $__interval, NULL),
        sum(s) / sum(n) AS avg, min(lo) AS min, max(hi) AS max
 FROM parts
 GROUP BY 1
+ORDER BY 1
+"""  # noqa: S608  (constant fragments only)
+
+# The agent's network sensor reports byte counters since boot (``<name>_rx_bytes``,
+# ``<name>_tx_bytes``): drawn as bytes per second, as the API's agg=rate computes it. A part
+# (raw reading or rollup row, which keeps first, last and the sum of what the counter lost
+# at its resets) starting below the last value before it is a reset; the rise from one
+# bucket's last value to the next bucket's first belongs to the later bucket.
+DEVICE_NETWORK_RATE = f"""
+WITH sel AS (
+    SELECT d.device_key, m.metric_key, m.name
+    FROM devices d, metrics m
+    WHERE d.device_id = ${{device:sqlstring}} AND right(m.name, 9) IN ('_rx_bytes', '_tx_bytes')
+), parts (t, metric, f, l, r) AS (
+    SELECT r.time, sel.name, r.value, r.value, 0::float8
+    FROM sel JOIN readings r USING (device_key, metric_key)
+    WHERE {_SOURCE_RAW} AND $__timeFilter(r.time)
+    UNION ALL
+    SELECT r.bucket, sel.name, r.first, r.last, r.resets
+    FROM sel JOIN readings_1m r USING (device_key, metric_key)
+    WHERE {_SOURCE_1M} AND $__timeFilter(r.bucket)
+    UNION ALL
+    SELECT r.time, sel.name, r.value, r.value, 0::float8
+    FROM sel JOIN readings r USING (device_key, metric_key)
+    WHERE {_SOURCE_1M} AND $__timeFilter(r.time)
+      AND r.time >= (SELECT coalesce(max(x.bucket) + interval '1 minute', '-infinity')
+                     FROM readings_1m x
+                     WHERE x.device_key = sel.device_key AND x.metric_key = sel.metric_key)
+    UNION ALL
+    SELECT r.bucket, sel.name, r.first, r.last, r.resets
+    FROM sel JOIN readings_1h r USING (device_key, metric_key)
+    WHERE {_SOURCE_1H} AND $__timeFilter(r.bucket)
+), ordered AS (
+    SELECT *, lag(l) OVER (PARTITION BY metric ORDER BY t) AS pl FROM parts
+)
+SELECT $__timeGroupAlias(t, $__interval, NULL), metric,
+       ((array_agg(l ORDER BY t DESC))[1] - (array_agg(coalesce(pl, f) ORDER BY t))[1]
+        + sum(r + CASE WHEN f < pl THEN pl ELSE 0 END)) / ($__interval_ms / 1000.0) AS rate
+FROM ordered
+GROUP BY 1, 2
 ORDER BY 1
 """  # noqa: S608  (constant fragments only)
 

@@ -51,28 +51,34 @@ WHERE i.inhparent = 'readings'::regclass
 """
 
 _REFRESH_1M = """
-INSERT INTO readings_1m (bucket, device_key, metric_key, count, sum, min, max, first, last)
+INSERT INTO readings_1m (bucket, device_key, metric_key, count, sum, min, max, first, last,
+                         resets)
 SELECT date_trunc('minute', time), device_key, metric_key, count(*), sum(value), min(value),
-       max(value), (array_agg(value ORDER BY time))[1], (array_agg(value ORDER BY time DESC))[1]
+       max(value), (array_agg(value ORDER BY time))[1], (array_agg(value ORDER BY time DESC))[1],
+       counter_resets(value, value, 0 ORDER BY time)
 FROM readings
 WHERE time >= %(lo)s AND time < %(hi)s AND date_trunc('minute', time) = ANY(%(minutes)s)
 GROUP BY 1, 2, 3
 """
 
 _REFRESH_1H = """
-INSERT INTO readings_1h (bucket, device_key, metric_key, count, sum, min, max, first, last)
+INSERT INTO readings_1h (bucket, device_key, metric_key, count, sum, min, max, first, last,
+                         resets)
 SELECT date_trunc('hour', bucket), device_key, metric_key, sum(count), sum(sum), min(min),
-       max(max), (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1]
+       max(max), (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1],
+       counter_resets(first, last, resets ORDER BY bucket)
 FROM readings_1m
 WHERE bucket >= %(lo)s AND bucket < %(hi)s AND date_trunc('hour', bucket) = ANY(%(hours)s)
 GROUP BY 1, 2, 3
 """
 
 _REFRESH_1D = """
-INSERT INTO readings_1d (bucket, device_key, metric_key, count, sum, min, max, first, last)
+INSERT INTO readings_1d (bucket, device_key, metric_key, count, sum, min, max, first, last,
+                         resets)
 SELECT date_trunc('day', bucket, 'UTC'), device_key, metric_key, sum(count), sum(sum),
        min(min), max(max), (array_agg(first ORDER BY bucket))[1],
-       (array_agg(last ORDER BY bucket DESC))[1]
+       (array_agg(last ORDER BY bucket DESC))[1],
+       counter_resets(first, last, resets ORDER BY bucket)
 FROM readings_1h
 WHERE bucket >= %(lo)s AND bucket < %(hi)s AND date_trunc('day', bucket, 'UTC') = ANY(%(days)s)
 GROUP BY 1, 2, 3

@@ -38,6 +38,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, "latest"),
     (5, "rollup_time_index"),
     (9, "rollup_1d"),
+    (10, "counter_aggregate"),
+    (11, "counter_rollups"),
 )
 
 #: Statements run after a version's transaction, on that path only: they cannot run in one.
@@ -45,6 +47,12 @@ _AFTER: dict[tuple[int, ResolvedMode], tuple[LiteralString, ...]] = {
     # Materialize the days stored before the 1-day aggregate existed; later days are the
     # refresh policy's.
     (9, "timescale"): (
+        "CALL refresh_continuous_aggregate('readings_1d', NULL, date_trunc('day', now(), 'UTC'))",
+    ),
+    # The aggregates made again with counter columns: materialize what raw readings hold.
+    (11, "timescale"): (
+        "CALL refresh_continuous_aggregate('readings_1m', NULL, date_trunc('day', now(), 'UTC'))",
+        "CALL refresh_continuous_aggregate('readings_1h', NULL, date_trunc('day', now(), 'UTC'))",
         "CALL refresh_continuous_aggregate('readings_1d', NULL, date_trunc('day', now(), 'UTC'))",
     ),
 }

@@ -8,6 +8,7 @@ paths, at intervals that pick each source (raw, 1-minute rollup, 1-hour rollup).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -213,7 +214,10 @@ def test_promql_reads_metrics_that_ingest_exports() -> None:
 
 
 def _readings(start: datetime, end: datetime, step: timedelta, metrics: int) -> list[ReadingSet]:
-    """Increasing values (so the newest readings hold the maximum); no readings in GAP."""
+    """Increasing values (so the newest readings hold the maximum); no readings in GAP.
+
+    With more than 2 metrics also a network byte counter, reset every 700 steps.
+    """
     sets: list[ReadingSet] = []
     t, i = start, 0
     while t < end:
@@ -221,6 +225,7 @@ def _readings(start: datetime, end: datetime, step: timedelta, metrics: int) -> 
             values = {"temperature": 20.0 + i * 0.01, "humidity": 40.0 + i * 0.02}
             if metrics > 2:
                 values |= {"latitude": 48.1 + i * 1e-6, "longitude": 11.5 - i * 1e-6}
+                values["eth0_rx_bytes"] = float(i % 700 * 1500 + 7)
             sets.append((0, t, values))
         t += step
         i += 1
@@ -344,6 +349,7 @@ async def test_every_query_runs_and_returns_its_columns(
                 if dashboard not in (FLEET_OVERVIEW, DEVICE_DETAIL):
                     await _check_dashboard(grafana, dashboard, {})
             assert grafana.values["metric"].value == (
+                "eth0_rx_bytes",
                 "humidity",
                 "latitude",
                 "longitude",
@@ -373,6 +379,16 @@ async def test_every_query_runs_and_returns_its_columns(
     gap_buckets = [r for r in device["$metric", INTERVALS[1]] if _in_gap(r[0])]
     assert gap_buckets == []
     assert device["Status", INTERVALS[0]][0][0] == "online"
+    # Rate times bucket width adds up to the counter's increase, its reset included (the
+    # panel's buckets are at least $resolution, 20 s).
+    counter = [v["eth0_rx_bytes"] for _, _, v in data["pump-1"]]
+    increase = sum(b - a if b >= a else b for a, b in itertools.pairwise(counter))
+    for interval in INTERVALS[:2]:
+        rows = device["Network throughput", interval]
+        assert {r[1] for r in rows} == {"eth0_rx_bytes"}
+        width = max(interval, timedelta(seconds=20)).total_seconds()
+        total = sum(float(r[2]) * width for r in rows if r[2] is not None)
+        assert total == pytest.approx(increase, rel=1e-12), interval
 
 
 def _in_gap(bucket: object) -> bool:
