@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from core.registry import DeviceRef
 from ingest.devices import DeviceDirectory
+from ingest.metric_keys import MetricKeys
 from ingest.metrics import METRICS
 from ingest.pipeline import Pipeline, Submission
 from ingest.records import DeadLetter, Source
@@ -50,6 +51,8 @@ class IntakeRules:
 
     limits: Limits
     retention: timedelta
+    #: The writer's metric dictionary: once full, items with new names are refused.
+    metrics: MetricKeys | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ def accept(
             return Verdict(reject, [], parsed.total)
     retention = rules.retention
     oldest = sub.received_at - retention
+    known = rules.metrics.known if rules.metrics is not None and rules.metrics.full else None
     rejects = list(parsed.rejects)
     from_parser = len(rejects)
     sets, newest = sub.sets, sub.newest_ts
@@ -90,6 +94,11 @@ def accept(
         if ts < oldest:
             detail = f"ts is older than the retention of {retention.days} days"
             rejects.append(Reject(item.index, Reason.TOO_OLD, detail))
+            continue
+        if known is not None and not known.keys() >= item.values.keys():
+            new = ", ".join(sorted(item.values.keys() - known.keys()))
+            detail = f"no room for new metrics ({new}): the metric dictionary is full"
+            rejects.append(Reject(item.index, Reason.TOO_MANY_METRICS, detail))
             continue
         sets.append((device_key, ts, item.values))
         if item.seq is not None:

@@ -171,6 +171,7 @@ def create_app(config: WorkerConfig) -> web.Application:
                     max_items=settings.max_items_per_message,
                 ),
                 retention=config.storage.retention,
+                metrics=writer.metric_keys,
             ),
         )
         app[writer_key] = writer

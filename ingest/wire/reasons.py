@@ -18,6 +18,8 @@ The values are a stable public contract, sent to devices and stored with dead le
 - ``invalid_topic``: an MQTT topic other than ``telemetry/{id}`` or ``telemetry/{id}/senml``.
 - ``too_old``: the time is older than the retention period (set by the intake), so it
   would be dropped at once.
+- ``too_many_metrics``: the item names a metric that is not stored yet, and the metric
+  dictionary is full (32,767 names; set by the intake).
 
 An item with several problems gets one reject, with the first reason of: device_mismatch,
 invalid_name, non_finite, unsupported_value, schema, future_timestamp.
@@ -46,6 +48,7 @@ class Reason(enum.StrEnum):
     TOO_LARGE = "too_large"
     INVALID_TOPIC = "invalid_topic"
     TOO_OLD = "too_old"
+    TOO_MANY_METRICS = "too_many_metrics"
 
 
 @dataclass(frozen=True, slots=True)
