@@ -179,7 +179,10 @@ async def _maintain(args: argparse.Namespace) -> int:
         )
         if plain:
             refreshed = await maintenance.refresh_rollups(conn, now)
-            print(f"rollups: {refreshed.minutes} minutes and {refreshed.hours} hours refreshed")
+            print(
+                f"rollups: {refreshed.minutes} minutes, {refreshed.hours} hours and"
+                f" {refreshed.days} days refreshed"
+            )
     return 0
 
 
