@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from benchmarks.common import database_server, refresh_all, scratch_database, storage_paths
 from ingest.records import ReadingSet
@@ -90,6 +91,18 @@ async def _load(
     return start + timedelta(days=days)
 
 
+async def tier_bytes(
+    conn: psycopg.AsyncConnection[TupleRow], mode: Literal["plain", "timescale"]
+) -> tuple[int, int, int, int]:
+    """Return the bytes on disk of raw readings and of the 1m, 1h and 1d rollups."""
+    row = await (
+        await conn.execute(_PLAIN_SIZES if mode == "plain" else _TIMESCALE_SIZES)
+    ).fetchone()
+    assert row is not None
+    raw, one_minute, one_hour, one_day = (int(str(v or 0)) for v in row)
+    return raw, one_minute, one_hour, one_day
+
+
 async def _measure(
     url: str, mode: Literal["plain", "timescale"], series: int, days: int, interval_s: int
 ) -> dict[str, object]:
@@ -99,11 +112,8 @@ async def _measure(
         if mode == "timescale":
             await conn.execute("SELECT compress_chunk(c) FROM show_chunks('readings') c")
             await conn.execute("VACUUM ANALYZE")
-        sizes = await (
-            await conn.execute(_PLAIN_SIZES if mode == "plain" else _TIMESCALE_SIZES)
-        ).fetchone()
+        sizes = await tier_bytes(conn, mode)
         counts = await (await conn.execute(_COUNTS)).fetchone()
-    assert sizes is not None
     assert counts is not None
     stored = len(_METRICS) * -(-series // len(_METRICS))
     tiers = {}
