@@ -37,6 +37,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (3, "rollups"),
     (4, "latest"),
     (5, "rollup_time_index"),
+    (6, "alerts"),
 )
 
 _LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run
