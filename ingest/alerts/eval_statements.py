@@ -1,0 +1,367 @@
+"""SQL of one evaluation, set-based: every rule over every device in its scope at once.
+
+Every value is a bound parameter: ``%(now)s`` (the evaluation's time), ``%(rollup_until)s``
+(the 1-minute rollup is complete before it), ``%(default_interval_s)s``, ``%(api_url)s``
+and ``%(holder)s``. Rule kinds are constants of this module, never input.
+
+An evaluation fills two temporary tables, in one transaction with everything it writes:
+
+1. ``alert_observed``: one row per (rule, device) in scope that breaches now or has an
+   active (pending or firing) alert: the value, whether it is known, whether it breaches
+   the threshold and whether it still holds by the clear threshold (hysteresis);
+2. ``alert_changes``: the (rule, device) whose state changes, or whose firing alert is due
+   a notification, with the state's new columns.
+
+Then the states, the events and the outbox rows are written from ``alert_changes``.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+__all__ = [
+    "APPLY_STATES",
+    "CREATE_TEMP_TABLES",
+    "DECIDE",
+    "INSERT_EVENTS",
+    "INSERT_NOTIFICATIONS",
+    "OBSERVE_NO_DATA",
+    "OBSERVE_OFFLINE",
+    "OBSERVE_THRESHOLD",
+    "RECORD_EVALUATOR",
+    "ROLLUP_WATERMARK",
+]
+
+CREATE_TEMP_TABLES: Final = """
+CREATE TEMP TABLE IF NOT EXISTS alert_observed (
+    rule_id bigint NOT NULL, device_key int4 NOT NULL, device_id text NOT NULL,
+    value float8, known boolean NOT NULL, breach boolean NOT NULL, holds boolean NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS alert_changes (
+    rule_id bigint NOT NULL, device_key int4 NOT NULL, device_id text NOT NULL,
+    old_state text NOT NULL, new_state text NOT NULL, since timestamptz NOT NULL,
+    pending_since timestamptz, firing_since timestamptz, resolved_at timestamptz,
+    value float8, current float8, notified_at timestamptz,
+    notify text, repeat boolean NOT NULL, detail text NOT NULL
+) ON COMMIT DELETE ROWS
+"""
+
+# -infinity (nothing rolled up yet) does not fit a Python datetime: clamp it.
+ROLLUP_WATERMARK: Final = """
+SELECT greatest(watermark, '0001-01-02 00:00:00+00') FROM rollup_state WHERE name = 'rollups'
+"""
+
+Kind = Literal["threshold", "no_data", "offline"]
+
+
+def _scoped(kind: Kind) -> str:
+    """CTEs ``rules`` (the live rules of ``kind``) and ``pairs`` (each rule's devices).
+
+    Three joins, one per kind of scope, so that each takes its own plan: an equality for
+    one device, the metadata index for a selector, a plain product for the whole fleet.
+    """
+    return f"""
+rules AS (
+    SELECT r.*, m.metric_key
+    FROM alert_rules r LEFT JOIN metrics m ON m.name = r.metric
+    WHERE r.kind = '{kind}' AND r.enabled AND r.deleted_at IS NULL
+), pairs AS (
+    SELECT r.rule_id, d.device_key, d.device_id
+    FROM rules r JOIN devices d ON d.device_id = r.device_id
+    UNION ALL
+    SELECT r.rule_id, d.device_key, d.device_id
+    FROM rules r JOIN devices d ON d.metadata @> r.selector
+    UNION ALL
+    SELECT r.rule_id, d.device_key, d.device_id
+    FROM rules r CROSS JOIN devices d
+    WHERE r.device_id IS NULL AND r.selector IS NULL
+)"""  # noqa: S608  (the kind is one of three constants)
+
+
+# Only what breaches, or what has an alert to keep or end, is worth a row.
+_WORTH_A_ROW = """
+WHERE breach OR EXISTS (
+    SELECT 1 FROM alert_states s
+    WHERE s.state IN ('pending', 'firing')
+      AND s.rule_id = j.rule_id AND s.device_key = j.device_key
+)
+"""
+
+
+def _compare(threshold: str, low: str, high: str) -> str:
+    return f"""coalesce(CASE r.op
+        WHEN '>' THEN m.value > r.{threshold}
+        WHEN '>=' THEN m.value >= r.{threshold}
+        WHEN '<' THEN m.value < r.{threshold}
+        WHEN '<=' THEN m.value <= r.{threshold}
+        ELSE m.value < r.{low} OR m.value > r.{high}
+    END, false)"""
+
+
+# Aggregates over [now - window_s, now] per (device, metric, window) that some rule needs,
+# each computed once however many rules share it: whole minutes from readings_1m where it is
+# complete (before %(rollup_until)s), raw rows for the partial minute at the start and for
+# everything after. Each part is an index probe on (device_key, metric_key, time) or
+# (device_key, metric_key, bucket). `last` needs no aggregate: latest_readings has it.
+OBSERVE_THRESHOLD: Final = f"""
+WITH {_scoped("threshold")},
+windows AS (
+    SELECT DISTINCT p.device_key, r.metric_key, r.window_s
+    FROM pairs p JOIN rules r USING (rule_id)
+    WHERE r.agg <> 'last' AND r.metric_key IS NOT NULL
+), spans AS (
+    SELECT w.*, b.lo, b.mid_lo, greatest(b.mid_lo, %(rollup_until)s) AS mid_hi
+    FROM windows w
+    CROSS JOIN LATERAL (
+        SELECT %(now)s - make_interval(secs => w.window_s) AS lo,
+               to_timestamp(ceil(extract(epoch FROM %(now)s - make_interval(secs => w.window_s))
+                                 / 60) * 60) AS mid_lo
+    ) b
+), aggregates AS (
+    SELECT s.device_key, s.metric_key, s.window_s, a.n, a.total, a.mn, a.mx
+    FROM spans s
+    CROSS JOIN LATERAL (
+        SELECT sum(n)::float8 AS n, sum(t) AS total, min(mn) AS mn, max(mx) AS mx
+        FROM (
+            SELECT count, sum, min, max FROM readings_1m
+            WHERE device_key = s.device_key AND metric_key = s.metric_key
+              AND bucket >= s.mid_lo AND bucket < s.mid_hi
+            UNION ALL
+            SELECT 1, value, value, value FROM readings
+            WHERE device_key = s.device_key AND metric_key = s.metric_key
+              AND time >= s.lo AND time < s.mid_lo AND time <= %(now)s
+            UNION ALL
+            SELECT 1, value, value, value FROM readings
+            WHERE device_key = s.device_key AND metric_key = s.metric_key
+              AND time >= s.mid_hi AND time <= %(now)s
+        ) parts (n, t, mn, mx)
+    ) a
+), measured AS (
+    SELECT p.rule_id, p.device_key, p.device_id,
+           CASE r.agg
+               WHEN 'count' THEN coalesce(a.n, 0)
+               WHEN 'avg' THEN a.total / nullif(a.n, 0)
+               WHEN 'min' THEN a.mn
+               WHEN 'max' THEN a.mx
+               ELSE l.value
+           END AS value
+    FROM pairs p
+    JOIN rules r USING (rule_id)
+    LEFT JOIN aggregates a
+        ON a.device_key = p.device_key AND a.metric_key = r.metric_key
+       AND a.window_s = r.window_s
+    LEFT JOIN latest_readings l
+        ON r.agg = 'last' AND l.device_key = p.device_key AND l.metric_key = r.metric_key
+       AND l.time >= %(now)s - make_interval(secs => r.window_s)
+), judged AS (
+    SELECT m.*,
+           {_compare("threshold", "low", "high")} AS breach,
+           {_compare("clear_threshold", "clear_low", "clear_high")} AS holds
+    FROM measured m JOIN rules r USING (rule_id)
+)
+INSERT INTO alert_observed (rule_id, device_key, device_id, value, known, breach, holds)
+SELECT rule_id, device_key, device_id, value, value IS NOT NULL, breach, holds
+FROM judged j
+{_WORTH_A_ROW}
+"""  # noqa: S608  (constant fragments only)
+
+# Seconds since the newest reading of the metric (any metric when the rule names none);
+# a device that never sent one counts from its registration or the rule's creation,
+# whichever came later.
+OBSERVE_NO_DATA: Final = f"""
+WITH {_scoped("no_data")},
+measured AS (
+    SELECT p.rule_id, p.device_key, p.device_id,
+           extract(epoch FROM %(now)s - coalesce(n.newest, greatest(d.created_at, r.created_at)))
+               ::float8 AS value,
+           r.for_s
+    FROM pairs p
+    JOIN rules r USING (rule_id)
+    JOIN devices d ON d.device_key = p.device_key
+    LEFT JOIN LATERAL (
+        SELECT max(l.time) AS newest FROM latest_readings l
+        WHERE l.device_key = p.device_key AND (r.metric IS NULL OR l.metric_key = r.metric_key)
+    ) n ON true
+), judged AS (
+    SELECT m.*, m.value >= m.for_s AS breach FROM measured m
+)
+INSERT INTO alert_observed (rule_id, device_key, device_id, value, known, breach, holds)
+SELECT rule_id, device_key, device_id, value, true, breach, breach
+FROM judged j
+{_WORTH_A_ROW}
+"""  # noqa: S608  (constant fragments only)
+
+# Seconds since the device was last heard, against factor x its interval (the rule's own,
+# else the device's expected one, else the default). Never seen is not offline.
+OBSERVE_OFFLINE: Final = f"""
+WITH {_scoped("offline")},
+measured AS (
+    SELECT p.rule_id, p.device_key, p.device_id,
+           extract(epoch FROM %(now)s - d.last_seen)::float8 AS value,
+           r.factor * coalesce(r.interval_s, d.expected_interval_s, %(default_interval_s)s)
+               AS limit_s
+    FROM pairs p
+    JOIN rules r USING (rule_id)
+    JOIN devices d ON d.device_key = p.device_key
+), judged AS (
+    SELECT m.*, coalesce(m.value > m.limit_s, false) AS breach FROM measured m
+)
+INSERT INTO alert_observed (rule_id, device_key, device_id, value, known, breach, holds)
+SELECT rule_id, device_key, device_id, value, value IS NOT NULL, breach, breach
+FROM judged j
+{_WORTH_A_ROW}
+"""  # noqa: S608  (constant fragments only)
+
+# The state machine, ok -> pending -> firing -> resolved, for every observed or active
+# (rule, device):
+# - ok or resolved: a breach makes it pending, or firing at once when the rule holds for 0 s
+#   (no-data and offline rules always: their condition has its duration built in);
+# - pending: firing once the breach has lasted for_s, ok as soon as it does not breach;
+# - firing: resolved when the value is known and no longer holds by the clear threshold
+#   (a value that hovers between the two thresholds keeps it firing), or when the device
+#   left the rule's scope or the rule was disabled or deleted.
+# A firing alert notifies on its transition (unless silenced) and again every renotify_s
+# (unless silenced or acknowledged), or as soon as a silence ends if it never notified; a
+# resolution notifies when its firing did.
+DECIDE: Final = """
+INSERT INTO alert_changes (rule_id, device_key, device_id, old_state, new_state, since,
+                           pending_since, firing_since, resolved_at, value, current,
+                           notified_at, notify, repeat, detail)
+WITH keys AS (
+    SELECT rule_id, device_key FROM alert_observed
+    UNION
+    SELECT rule_id, device_key FROM alert_states WHERE state IN ('pending', 'firing')
+), seen AS (
+    SELECT k.rule_id, k.device_key, coalesce(o.device_id, s.device_id) AS device_id,
+           o.rule_id IS NOT NULL AS in_scope, o.value AS current, o.known, o.breach, o.holds,
+           coalesce(s.state, 'ok') AS cur, s.since, s.pending_since, s.firing_since,
+           s.resolved_at, s.value, s.notified_at,
+           s.acknowledged_at IS NOT NULL AS acknowledged,
+           coalesce(s.silenced_until > %(now)s, false) AS silenced,
+           CASE WHEN r.kind = 'threshold' THEN r.for_s ELSE 0 END AS hold_s,
+           r.renotify_s, r.enabled AND r.deleted_at IS NULL AS live
+    FROM keys k
+    LEFT JOIN alert_observed o USING (rule_id, device_key)
+    LEFT JOIN alert_states s USING (rule_id, device_key)
+    JOIN alert_rules r USING (rule_id)
+), decided AS (
+    SELECT seen.*,
+           CASE
+               WHEN cur = 'firing' THEN
+                   CASE WHEN NOT in_scope OR (known AND NOT holds) THEN 'resolved'
+                        ELSE 'firing' END
+               WHEN cur = 'pending' THEN
+                   CASE WHEN NOT in_scope OR NOT breach THEN 'ok'
+                        WHEN %(now)s - pending_since >= make_interval(secs => hold_s)
+                        THEN 'firing'
+                        ELSE 'pending' END
+               WHEN in_scope AND breach THEN
+                   CASE WHEN hold_s = 0 THEN 'firing' ELSE 'pending' END
+               ELSE cur
+           END AS new_state
+    FROM seen
+), flagged AS (
+    SELECT decided.*,
+           CASE
+               WHEN new_state = 'firing' AND cur <> 'firing' THEN
+                   CASE WHEN silenced THEN NULL ELSE 'firing' END
+               WHEN new_state = 'firing' AND NOT silenced AND NOT acknowledged
+                    AND (notified_at IS NULL
+                         OR (renotify_s > 0
+                             AND notified_at <= %(now)s - make_interval(secs => renotify_s)))
+               THEN 'firing'
+               WHEN new_state = 'resolved' AND cur = 'firing' AND notified_at IS NOT NULL
+               THEN 'resolved'
+           END AS notify
+    FROM decided
+)
+SELECT rule_id, device_key, device_id, cur, new_state,
+       CASE WHEN new_state = cur THEN since ELSE %(now)s END,
+       CASE WHEN new_state = 'pending' AND cur <> 'pending' THEN %(now)s
+            WHEN new_state = 'firing' AND cur NOT IN ('pending', 'firing') THEN %(now)s
+            ELSE pending_since END,
+       CASE WHEN new_state = 'firing' AND cur <> 'firing' THEN %(now)s
+            WHEN new_state = 'pending' THEN NULL
+            ELSE firing_since END,
+       CASE WHEN new_state = 'resolved' AND cur <> 'resolved' THEN %(now)s
+            WHEN new_state IN ('pending', 'firing') THEN NULL
+            ELSE resolved_at END,
+       CASE WHEN new_state = cur THEN value ELSE current END,
+       current,
+       CASE WHEN notify = 'firing' THEN %(now)s
+            WHEN new_state = 'firing' AND cur <> 'firing' THEN NULL
+            WHEN new_state = 'pending' THEN NULL
+            ELSE notified_at END,
+       notify,
+       coalesce(notify = 'firing' AND cur = 'firing' AND notified_at IS NOT NULL, false),
+       CASE WHEN in_scope OR new_state NOT IN ('resolved', 'ok') THEN ''
+            WHEN NOT live THEN 'the rule was disabled or deleted'
+            ELSE 'the device left the rule''s scope' END
+FROM flagged
+WHERE new_state <> cur OR notify IS NOT NULL
+"""
+
+# An acknowledgement lasts until the alert next starts firing.
+APPLY_STATES: Final = """
+INSERT INTO alert_states AS s (rule_id, device_key, device_id, state, since, pending_since,
+                               firing_since, resolved_at, value, rule_version, notified_at)
+SELECT c.rule_id, c.device_key, c.device_id, c.new_state, c.since, c.pending_since,
+       c.firing_since, c.resolved_at, c.value, r.version, c.notified_at
+FROM alert_changes c JOIN alert_rules r USING (rule_id)
+ON CONFLICT (rule_id, device_key) DO UPDATE
+SET device_id = excluded.device_id, state = excluded.state, since = excluded.since,
+    pending_since = excluded.pending_since, firing_since = excluded.firing_since,
+    resolved_at = excluded.resolved_at, value = excluded.value,
+    rule_version = excluded.rule_version, notified_at = excluded.notified_at,
+    acknowledged_at = CASE WHEN excluded.state = 'firing' AND s.state <> 'firing' THEN NULL
+                           ELSE s.acknowledged_at END
+"""
+
+INSERT_EVENTS: Final = """
+INSERT INTO alert_events (at, event, from_state, rule_id, rule_version, rule_name, severity,
+                          device_key, device_id, value, detail)
+SELECT %(now)s, c.new_state, c.old_state, c.rule_id, r.version, r.name, r.severity,
+       c.device_key, c.device_id, c.value, c.detail
+FROM alert_changes c JOIN alert_rules r USING (rule_id)
+WHERE c.new_state <> c.old_state
+ORDER BY c.rule_id, c.device_key
+"""
+
+# The document every format is rendered from (ingest.alerts.render); ordered so that the
+# outbox's ids, which set the order of delivery per webhook, follow rule and device.
+INSERT_NOTIFICATIONS: Final = """
+INSERT INTO alert_notifications (webhook_id, created_at, next_attempt_at, alert)
+SELECT w.webhook_id, %(now)s, %(now)s, jsonb_build_object(
+    'status', c.notify,
+    'repeat', c.repeat,
+    'at', %(now)s,
+    'rule', jsonb_build_object(
+        'rule_id', r.rule_id, 'version', r.version, 'name', r.name, 'kind', r.kind,
+        'severity', r.severity, 'labels', r.labels, 'description', r.description),
+    'device_id', c.device_id,
+    'value', c.current,
+    'pending_since', c.pending_since,
+    'firing_since', c.firing_since,
+    'resolved_at', c.resolved_at,
+    'detail', c.detail,
+    'links', jsonb_build_object(
+        'alert', %(api_url)s::text || '/v1/alerts?rule_id=' || r.rule_id
+                 || '&device_id=' || c.device_id,
+        'history', %(api_url)s::text || '/v1/alerts/history?rule_id=' || r.rule_id
+                   || '&device_id=' || c.device_id,
+        'rule', %(api_url)s::text || '/v1/alert-rules/' || r.rule_id,
+        'device', %(api_url)s::text || '/v1/devices/' || c.device_id))
+FROM alert_changes c
+JOIN alert_rules r USING (rule_id)
+CROSS JOIN alert_webhooks w
+WHERE c.notify IS NOT NULL AND w.enabled
+ORDER BY w.webhook_id, c.rule_id, c.device_key
+"""
+
+RECORD_EVALUATOR: Final = """
+INSERT INTO alert_evaluator (id, holder, evaluated_at, duration_s)
+VALUES (true, %(holder)s, %(now)s, %(duration_s)s)
+ON CONFLICT (id) DO UPDATE
+SET holder = excluded.holder, evaluated_at = excluded.evaluated_at,
+    duration_s = excluded.duration_s, runs = alert_evaluator.runs + 1
+"""
