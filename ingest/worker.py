@@ -8,6 +8,7 @@ Resources come up in ``cleanup_ctx`` order and go down in reverse::
               helper    HandoffClient + ReceiptPublisher → MqttIntake
               shared    MqttConsumer → MqttIntake (a member of a shared subscription)
     jobs      StorageJobs (worker 0)
+    alerts    AlertService (worker 0; evaluates while it holds the lock, see ingest.alerts)
 
 On the way down MQTT intake stops taking messages first, the pipeline drains so that the
 last acknowledgements leave, then the broker connection closes; the pipeline and the
@@ -21,7 +22,7 @@ import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,7 @@ from core import paho_speedups
 from core.errors import ConfigError, one_line
 from core.ratelimit import TokenBuckets
 from core.settings import DatabaseSettings
+from ingest.alerts import AlertService
 from ingest.devices import DeviceDirectory
 from ingest.handoff import Dispatcher, HandoffClient
 from ingest.http import HTTP, MQTT_READINESS, HttpIntake, problem_middleware, routes
@@ -52,6 +54,7 @@ from ingest.mqtt_intake import MqttIntake
 from ingest.pipeline import Pipeline, PipelineSettings
 from ingest.receipts import NoReceipts, ReceiptPublisher, ReceiptSender
 from ingest.settings import (
+    AlertSettings,
     HttpSettings,
     IntakeSettings,
     MqttSettings,
@@ -84,6 +87,7 @@ class WorkerConfig:
     serve: ServeSettings
     worker_index: int = 0
     handoff_socket: Path | None = None
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def mqtt_role(self) -> MqttRole:
@@ -231,7 +235,14 @@ def create_app(config: WorkerConfig) -> web.Application:
         async with StorageJobs(config.db.database_url, config.storage, app[writer_key].mode):
             yield
 
-    app.cleanup_ctx.extend([storage, mqtt, jobs])
+    async def alerts(app: web.Application) -> AsyncIterator[None]:
+        if not config.alerts.run_alerts or config.worker_index != 0:
+            yield
+            return
+        async with AlertService(config.db.database_url, config.alerts, app[writer_key].mode):
+            yield
+
+    app.cleanup_ctx.extend([storage, mqtt, jobs, alerts])
     return app
 
 
