@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ class Evaluator:
 @asynccontextmanager
 async def evaluator(url: str, storage_mode: str, **context: Any) -> AsyncIterator[Evaluator]:
     """An evaluator on ``url`` with the test defaults (offline default interval 60 s)."""
-    settings = {"default_interval_s": 60, "api_url": "http://api.test/", "holder": "test"}
+    defaults = EvaluationContext(
+        mode=mode_of(storage_mode), default_interval_s=60, api_url="http://api.test/", holder="test"
+    )
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await prepare(conn)
-        yield Evaluator(conn, EvaluationContext(mode=mode_of(storage_mode), **settings | context))
+        yield Evaluator(conn, dataclasses.replace(defaults, **context))

@@ -159,9 +159,9 @@ async def test_retry_after_holds_the_next_attempt_back(
         await add_webhook(ev.conn, await receivers(receiver), secret=SECRET)
         await _hot_and_cold(db_url, storage_mode, ev, 1)
         deliverer = Deliverer(session, RetryPolicy(first_s=1, max_s=5))
-        for second in range(0, 200, 5):
-            receiver.clock = T0 + second * S
-            await deliverer.deliver_due(ev.conn, T0 + second * S)
+        for seconds in range(0, 200, 5):
+            receiver.clock = T0 + seconds * S
+            await deliverer.deliver_due(ev.conn, T0 + seconds * S)
     first, second, *_ = receiver.seen
     assert first.key == second.key
     assert second.at - first.at >= 120 * S
