@@ -21,7 +21,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -140,13 +140,31 @@ async def _storage_mode(url: str) -> ResolvedMode:
     return mode
 
 
+_WRITER = web.AppKey("writer", BatchWriter)
+
+
+def _worker_zero(config: WorkerConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Return the cleanup context of what worker 0 alone runs: storage jobs, alerts."""
+
+    async def worker_zero(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if config.worker_index == 0:
+                url, mode = config.db.database_url, app[_WRITER].mode
+                if config.serve.run_jobs:
+                    await stack.enter_async_context(StorageJobs(url, config.storage, mode))
+                if config.alerts.run_alerts:
+                    await stack.enter_async_context(AlertService(url, config.alerts, mode))
+            yield
+
+    return worker_zero
+
+
 def create_app(config: WorkerConfig) -> web.Application:
     """Build the aiohttp application of one worker."""
     app = web.Application(
         client_max_size=config.http.http_max_body_bytes, middlewares=[problem_middleware]
     )
     app.add_routes(routes)
-    writer_key = web.AppKey("writer", BatchWriter)
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         mode = await _storage_mode(config.db.database_url)
@@ -178,7 +196,7 @@ def create_app(config: WorkerConfig) -> web.Application:
                 retention=timedelta(days=config.storage.retention_days),
             ),
         )
-        app[writer_key] = writer
+        app[_WRITER] = writer
         app[HTTP] = HttpIntake(
             intake=intake,
             settings=config.http,
@@ -228,21 +246,7 @@ def create_app(config: WorkerConfig) -> web.Application:
             # Acknowledge what is committed before the connections close.
             await intake.pipeline.drain()
 
-    async def jobs(app: web.Application) -> AsyncIterator[None]:
-        if not config.serve.run_jobs or config.worker_index != 0:
-            yield
-            return
-        async with StorageJobs(config.db.database_url, config.storage, app[writer_key].mode):
-            yield
-
-    async def alerts(app: web.Application) -> AsyncIterator[None]:
-        if not config.alerts.run_alerts or config.worker_index != 0:
-            yield
-            return
-        async with AlertService(config.db.database_url, config.alerts, app[writer_key].mode):
-            yield
-
-    app.cleanup_ctx.extend([storage, mqtt, jobs, alerts])
+    app.cleanup_ctx.extend([storage, mqtt, _worker_zero(config)])
     return app
 
 
