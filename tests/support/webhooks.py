@@ -42,13 +42,16 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
+        """Where deliveries are to be sent."""
         return f"http://127.0.0.1:{self.port}/hook"
 
     def deliveries(self) -> list[Delivery]:
+        """Every POST received so far, in the order they arrived."""
         with self._lock:
             return list(self.seen)
 
     def start(self) -> Self:
+        """Listen (on ``port``, or a free one that ``port`` then names) in a thread."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,6 +79,7 @@ class WebhookReceiver:
         return self
 
     def stop(self) -> None:
+        """Release any held answer and stop listening."""
         self.released.set()
         if self._server is not None:
             self._server.shutdown()
