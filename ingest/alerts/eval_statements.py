@@ -4,8 +4,10 @@ Every value is a bound parameter: ``%(now)s`` (the evaluation's time), ``%(rollu
 (the 1-minute rollup is complete before it), ``%(default_interval_s)s``, ``%(api_url)s``
 and ``%(holder)s``. Rule kinds are constants of this module, never input.
 
-An evaluation fills two temporary tables, in one transaction with everything it writes:
+An evaluation fills three temporary tables, in one transaction with everything it writes:
 
+0. ``alert_windows``: the aggregate of each (device, metric, window) some threshold rule
+   needs, computed once however many rules share it;
 1. ``alert_observed``: one row per (rule, device) in scope that breaches now or has an
    active (pending or firing) alert: the value, whether it is known, whether it breaches
    the threshold and whether it still holds by the clear threshold (hysteresis);
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import Final, Literal
 
 __all__ = [
+    "AGGREGATE_WINDOWS",
     "APPLY_STATES",
     "CREATE_TEMP_TABLES",
     "DECIDE",
@@ -32,17 +35,26 @@ __all__ = [
     "ROLLUP_WATERMARK",
 ]
 
+# Keyed, so that the statements joining them look rows up by key whatever the planner
+# guesses of their size (temporary tables have no statistics).
 CREATE_TEMP_TABLES: Final = """
+CREATE TEMP TABLE IF NOT EXISTS alert_windows (
+    device_key int4 NOT NULL, metric_key int2 NOT NULL, window_s int4 NOT NULL,
+    n float8, total float8, mn float8, mx float8,
+    PRIMARY KEY (device_key, metric_key, window_s)
+) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS alert_observed (
     rule_id bigint NOT NULL, device_key int4 NOT NULL, device_id text NOT NULL,
-    value float8, known boolean NOT NULL, breach boolean NOT NULL, holds boolean NOT NULL
+    value float8, known boolean NOT NULL, breach boolean NOT NULL, holds boolean NOT NULL,
+    PRIMARY KEY (rule_id, device_key)
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS alert_changes (
     rule_id bigint NOT NULL, device_key int4 NOT NULL, device_id text NOT NULL,
     old_state text NOT NULL, new_state text NOT NULL, since timestamptz NOT NULL,
     pending_since timestamptz, firing_since timestamptz, resolved_at timestamptz,
     value float8, current float8, notified_at timestamptz,
-    notify text, repeat boolean NOT NULL, detail text NOT NULL
+    notify text, repeat boolean NOT NULL, detail text NOT NULL,
+    PRIMARY KEY (rule_id, device_key)
 ) ON COMMIT DELETE ROWS
 """
 
@@ -53,26 +65,38 @@ SELECT greatest(watermark, '0001-01-02 00:00:00+00') FROM rollup_state WHERE nam
 
 Kind = Literal["threshold", "no_data", "offline"]
 
+# What each kind's statements read of a (rule, device) pair, carried in the pair itself: a
+# freshly changed alert_rules has no statistics yet, and a statement that joined the rules
+# again could be planned as if there were one, rescanning every pair for each rule.
+_CARRIED: Final[dict[Kind, str]] = {
+    "threshold": "r.metric_key, r.agg, r.window_s, r.op, r.threshold, r.clear_threshold,"
+    " r.low, r.high, r.clear_low, r.clear_high",
+    "no_data": "r.metric, r.metric_key, r.for_s, greatest(d.created_at, r.created_at) AS since",
+    "offline": "d.last_seen, r.factor * coalesce(r.interval_s, d.expected_interval_s,"
+    " %(default_interval_s)s) AS limit_s",
+}
+
 
 def _scoped(kind: Kind) -> str:
-    """CTEs ``rules`` (the live rules of ``kind``) and ``pairs`` (each rule's devices).
+    """CTE ``pairs``: each live rule of ``kind`` with each device in its scope.
 
     Three joins, one per kind of scope, so that each takes its own plan: an equality for
     one device, the metadata index for a selector, a plain product for the whole fleet.
     """
+    columns = f"r.rule_id, d.device_key, d.device_id, {_CARRIED[kind]}"
     return f"""
 rules AS (
     SELECT r.*, m.metric_key
     FROM alert_rules r LEFT JOIN metrics m ON m.name = r.metric
     WHERE r.kind = '{kind}' AND r.enabled AND r.deleted_at IS NULL
-), pairs AS (
-    SELECT r.rule_id, d.device_key, d.device_id
+), pairs AS MATERIALIZED (
+    SELECT {columns}
     FROM rules r JOIN devices d ON d.device_id = r.device_id
     UNION ALL
-    SELECT r.rule_id, d.device_key, d.device_id
+    SELECT {columns}
     FROM rules r JOIN devices d ON d.metadata @> r.selector
     UNION ALL
-    SELECT r.rule_id, d.device_key, d.device_id
+    SELECT {columns}
     FROM rules r CROSS JOIN devices d
     WHERE r.device_id IS NULL AND r.selector IS NULL
 )"""  # noqa: S608  (the kind is one of three constants)
@@ -89,12 +113,12 @@ WHERE breach OR EXISTS (
 
 
 def _compare(threshold: str, low: str, high: str) -> str:
-    return f"""coalesce(CASE r.op
-        WHEN '>' THEN m.value > r.{threshold}
-        WHEN '>=' THEN m.value >= r.{threshold}
-        WHEN '<' THEN m.value < r.{threshold}
-        WHEN '<=' THEN m.value <= r.{threshold}
-        ELSE m.value < r.{low} OR m.value > r.{high}
+    return f"""coalesce(CASE p.op
+        WHEN '>' THEN p.value > p.{threshold}
+        WHEN '>=' THEN p.value >= p.{threshold}
+        WHEN '<' THEN p.value < p.{threshold}
+        WHEN '<=' THEN p.value <= p.{threshold}
+        ELSE p.value < p.{low} OR p.value > p.{high}
     END, false)"""
 
 
@@ -103,12 +127,12 @@ def _compare(threshold: str, low: str, high: str) -> str:
 # complete (before %(rollup_until)s), raw rows for the partial minute at the start and for
 # everything after. Each part is an index probe on (device_key, metric_key, time) or
 # (device_key, metric_key, bucket). `last` needs no aggregate: latest_readings has it.
-OBSERVE_THRESHOLD: Final = f"""
+AGGREGATE_WINDOWS: Final = f"""
 WITH {_scoped("threshold")},
 windows AS (
-    SELECT DISTINCT p.device_key, r.metric_key, r.window_s
-    FROM pairs p JOIN rules r USING (rule_id)
-    WHERE r.agg <> 'last' AND r.metric_key IS NOT NULL
+    SELECT DISTINCT device_key, metric_key, window_s
+    FROM pairs
+    WHERE agg <> 'last' AND metric_key IS NOT NULL
 ), spans AS (
     SELECT w.*, b.lo, b.mid_lo, greatest(b.mid_lo, %(rollup_until)s) AS mid_hi
     FROM windows w
@@ -117,28 +141,35 @@ windows AS (
                to_timestamp(ceil(extract(epoch FROM %(now)s - make_interval(secs => w.window_s))
                                  / 60) * 60) AS mid_lo
     ) b
-), aggregates AS (
-    SELECT s.device_key, s.metric_key, s.window_s, a.n, a.total, a.mn, a.mx
-    FROM spans s
-    CROSS JOIN LATERAL (
-        SELECT sum(n)::float8 AS n, sum(t) AS total, min(mn) AS mn, max(mx) AS mx
-        FROM (
-            SELECT count, sum, min, max FROM readings_1m
-            WHERE device_key = s.device_key AND metric_key = s.metric_key
-              AND bucket >= s.mid_lo AND bucket < s.mid_hi
-            UNION ALL
-            SELECT 1, value, value, value FROM readings
-            WHERE device_key = s.device_key AND metric_key = s.metric_key
-              AND time >= s.lo AND time < s.mid_lo AND time <= %(now)s
-            UNION ALL
-            SELECT 1, value, value, value FROM readings
-            WHERE device_key = s.device_key AND metric_key = s.metric_key
-              AND time >= s.mid_hi AND time <= %(now)s
-        ) parts (n, t, mn, mx)
-    ) a
-), measured AS (
-    SELECT p.rule_id, p.device_key, p.device_id,
-           CASE r.agg
+)
+INSERT INTO alert_windows (device_key, metric_key, window_s, n, total, mn, mx)
+SELECT s.device_key, s.metric_key, s.window_s, a.n, a.total, a.mn, a.mx
+FROM spans s
+CROSS JOIN LATERAL (
+    SELECT sum(n)::float8 AS n, sum(t) AS total, min(mn) AS mn, max(mx) AS mx
+    FROM (
+        SELECT count, sum, min, max FROM readings_1m
+        WHERE device_key = s.device_key AND metric_key = s.metric_key
+          AND bucket >= s.mid_lo AND bucket < s.mid_hi
+        UNION ALL
+        SELECT 1, value, value, value FROM readings
+        WHERE device_key = s.device_key AND metric_key = s.metric_key
+          AND time >= s.lo AND time < s.mid_lo AND time <= %(now)s
+        UNION ALL
+        SELECT 1, value, value, value FROM readings
+        WHERE device_key = s.device_key AND metric_key = s.metric_key
+          AND time >= s.mid_hi AND time <= %(now)s
+    ) parts (n, t, mn, mx)
+) a
+"""  # noqa: S608  (constant fragments only)
+
+# Each pair's value: its window's aggregate (AGGREGATE_WINDOWS ran first), or the latest
+# reading within the window for `last`; both looked up by key.
+OBSERVE_THRESHOLD: Final = f"""
+WITH {_scoped("threshold")},
+measured AS (
+    SELECT p.*,
+           CASE p.agg
                WHEN 'count' THEN coalesce(a.n, 0)
                WHEN 'avg' THEN a.total / nullif(a.n, 0)
                WHEN 'min' THEN a.mn
@@ -146,18 +177,17 @@ windows AS (
                ELSE l.value
            END AS value
     FROM pairs p
-    JOIN rules r USING (rule_id)
-    LEFT JOIN aggregates a
-        ON a.device_key = p.device_key AND a.metric_key = r.metric_key
-       AND a.window_s = r.window_s
+    LEFT JOIN alert_windows a
+        ON a.device_key = p.device_key AND a.metric_key = p.metric_key
+       AND a.window_s = p.window_s
     LEFT JOIN latest_readings l
-        ON r.agg = 'last' AND l.device_key = p.device_key AND l.metric_key = r.metric_key
-       AND l.time >= %(now)s - make_interval(secs => r.window_s)
+        ON p.agg = 'last' AND l.device_key = p.device_key AND l.metric_key = p.metric_key
+       AND l.time >= %(now)s - make_interval(secs => p.window_s)
 ), judged AS (
-    SELECT m.*,
+    SELECT p.rule_id, p.device_key, p.device_id, p.value,
            {_compare("threshold", "low", "high")} AS breach,
            {_compare("clear_threshold", "clear_low", "clear_high")} AS holds
-    FROM measured m JOIN rules r USING (rule_id)
+    FROM measured p
 )
 INSERT INTO alert_observed (rule_id, device_key, device_id, value, known, breach, holds)
 SELECT rule_id, device_key, device_id, value, value IS NOT NULL, breach, holds
@@ -172,15 +202,12 @@ OBSERVE_NO_DATA: Final = f"""
 WITH {_scoped("no_data")},
 measured AS (
     SELECT p.rule_id, p.device_key, p.device_id,
-           extract(epoch FROM %(now)s - coalesce(n.newest, greatest(d.created_at, r.created_at)))
-               ::float8 AS value,
-           r.for_s
+           extract(epoch FROM %(now)s - coalesce(n.newest, p.since))::float8 AS value,
+           p.for_s
     FROM pairs p
-    JOIN rules r USING (rule_id)
-    JOIN devices d ON d.device_key = p.device_key
     LEFT JOIN LATERAL (
         SELECT max(l.time) AS newest FROM latest_readings l
-        WHERE l.device_key = p.device_key AND (r.metric IS NULL OR l.metric_key = r.metric_key)
+        WHERE l.device_key = p.device_key AND (p.metric IS NULL OR l.metric_key = p.metric_key)
     ) n ON true
 ), judged AS (
     SELECT m.*, m.value >= m.for_s AS breach FROM measured m
@@ -197,12 +224,8 @@ OBSERVE_OFFLINE: Final = f"""
 WITH {_scoped("offline")},
 measured AS (
     SELECT p.rule_id, p.device_key, p.device_id,
-           extract(epoch FROM %(now)s - d.last_seen)::float8 AS value,
-           r.factor * coalesce(r.interval_s, d.expected_interval_s, %(default_interval_s)s)
-               AS limit_s
+           extract(epoch FROM %(now)s - p.last_seen)::float8 AS value, p.limit_s
     FROM pairs p
-    JOIN rules r USING (rule_id)
-    JOIN devices d ON d.device_key = p.device_key
 ), judged AS (
     SELECT m.*, coalesce(m.value > m.limit_s, false) AS breach FROM measured m
 )

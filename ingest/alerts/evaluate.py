@@ -71,6 +71,7 @@ async def evaluate(
             "default_interval_s": context.default_interval_s,
             "api_url": context.api_url.rstrip("/"),
         }
+        await conn.execute(sql.AGGREGATE_WINDOWS, params)
         observed = 0
         for statement in (sql.OBSERVE_THRESHOLD, sql.OBSERVE_NO_DATA, sql.OBSERVE_OFFLINE):
             observed += (await conn.execute(statement, params)).rowcount
