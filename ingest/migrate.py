@@ -38,6 +38,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, "latest"),
     (5, "rollup_time_index"),
     (6, "alerts"),
+    (7, "rollup_key_index"),
 )
 
 _LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run

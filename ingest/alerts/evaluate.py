@@ -17,8 +17,10 @@ from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
+from psycopg.sql import SQL, Identifier
 
 from ingest.alerts import eval_statements as sql
+from ingest.errors import MigrationError
 from ingest.migrate import ResolvedMode
 
 __all__ = ["Evaluation", "EvaluationContext", "evaluate", "prepare"]
@@ -54,24 +56,33 @@ def _minute_floor(t: datetime) -> datetime:
     return datetime.fromtimestamp(t.timestamp() // 60 * 60, UTC)
 
 
+async def _rollup_source(
+    conn: AsyncConnection[TupleRow], mode: ResolvedMode
+) -> tuple[Identifier, datetime]:
+    """Return the 1-minute rollup's table and the time before which it is complete."""
+    if mode == "timescale":
+        row = await (await conn.execute(sql.CAGG_SOURCE)).fetchone()
+        if row is None:
+            raise MigrationError("the continuous aggregate readings_1m is missing: run migrate")
+        return Identifier(row[0], row[1]), row[2]
+    row = await (await conn.execute(sql.ROLLUP_WATERMARK)).fetchone()
+    return Identifier("readings_1m"), datetime.max.replace(tzinfo=UTC) if row is None else row[0]
+
+
 async def evaluate(
     conn: AsyncConnection[TupleRow], now: datetime, context: EvaluationContext
 ) -> Evaluation:
     """Evaluate every live rule at ``now`` and commit the changes; ``conn`` is prepared."""
     started = time.perf_counter()
-    rollup_until = _minute_floor(now)
     async with conn.transaction():
-        if context.mode == "plain":
-            row = await (await conn.execute(sql.ROLLUP_WATERMARK)).fetchone()
-            if row is not None:
-                rollup_until = min(rollup_until, row[0])
+        rollup, rollup_until = await _rollup_source(conn, context.mode)
         params = {
             "now": now,
-            "rollup_until": rollup_until,
+            "rollup_until": min(_minute_floor(now), rollup_until),
             "default_interval_s": context.default_interval_s,
             "api_url": context.api_url.rstrip("/"),
         }
-        await conn.execute(sql.AGGREGATE_WINDOWS, params)
+        await conn.execute(SQL(sql.AGGREGATE_WINDOWS).format(rollup=rollup), params)
         observed = 0
         for statement in (sql.OBSERVE_THRESHOLD, sql.OBSERVE_NO_DATA, sql.OBSERVE_OFFLINE):
             observed += (await conn.execute(statement, params)).rowcount
