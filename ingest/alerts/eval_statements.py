@@ -29,6 +29,8 @@ __all__ = [
     "DECIDE",
     "INSERT_EVENTS",
     "INSERT_NOTIFICATIONS",
+    "LONGEST_WINDOW",
+    "NO_RUNTIME_EXCLUSION",
     "OBSERVE_NO_DATA",
     "OBSERVE_OFFLINE",
     "OBSERVE_THRESHOLD",
@@ -79,6 +81,18 @@ JOIN _timescaledb_catalog.hypertable h
  AND h.table_name = c.materialization_hypertable_name
 WHERE c.view_schema = current_schema() AND c.view_name = 'readings_1m'
 """
+
+# The longest window of a live threshold rule: every probe of AGGREGATE_WINDOWS is also
+# bounded by the constant %(since)s (now minus this), so that the planner leaves out, once,
+# the partitions or chunks no window reaches; on TimescaleDB the evaluator also turns off
+# the chunks' exclusion at run time, which would otherwise be paid for at every probe.
+LONGEST_WINDOW: Final = """
+SELECT coalesce(max(window_s), 0) FROM alert_rules
+WHERE kind = 'threshold' AND enabled AND deleted_at IS NULL
+"""
+NO_RUNTIME_EXCLUSION: Final = (
+    "SELECT set_config('timescaledb.enable_runtime_exclusion', 'off', true)"
+)
 
 Kind = Literal["threshold", "no_data", "offline"]
 
@@ -169,15 +183,15 @@ CROSS JOIN LATERAL (
     FROM (
         SELECT count, sum, min, max FROM {{rollup}}
         WHERE device_key = s.device_key AND metric_key = s.metric_key
-          AND bucket >= s.mid_lo AND bucket < s.mid_hi
+          AND bucket >= s.mid_lo AND bucket < s.mid_hi AND bucket >= %(since)s
         UNION ALL
         SELECT 1, value, value, value FROM readings
         WHERE device_key = s.device_key AND metric_key = s.metric_key
-          AND time >= s.lo AND time < s.mid_lo AND time <= %(now)s
+          AND time >= s.lo AND time < s.mid_lo AND time <= %(now)s AND time >= %(since)s
         UNION ALL
         SELECT 1, value, value, value FROM readings
         WHERE device_key = s.device_key AND metric_key = s.metric_key
-          AND time >= s.mid_hi AND time <= %(now)s
+          AND time >= s.mid_hi AND time <= %(now)s AND time >= %(since)s
     ) parts (n, t, mn, mx)
 ) a
 """  # noqa: S608  (constant fragments only)

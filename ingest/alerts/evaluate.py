@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
@@ -76,8 +76,12 @@ async def evaluate(
     started = time.perf_counter()
     async with conn.transaction():
         rollup, rollup_until = await _rollup_source(conn, context.mode)
+        longest = await (await conn.execute(sql.LONGEST_WINDOW)).fetchone()
+        if context.mode == "timescale":
+            await conn.execute(sql.NO_RUNTIME_EXCLUSION)
         params = {
             "now": now,
+            "since": now - timedelta(seconds=longest[0] if longest else 0),
             "rollup_until": min(_minute_floor(now), rollup_until),
             "default_interval_s": context.default_interval_s,
             "api_url": context.api_url.rstrip("/"),
