@@ -103,6 +103,15 @@ CREATE TABLE alert_webhooks (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Grafana's read-only role (deploy/postgres) reads every table through default privileges;
+-- the webhooks' secrets are none of its business, and no panel reads them.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'grafana') THEN
+        REVOKE ALL ON alert_webhooks FROM grafana;
+    END IF;
+END $$;
+
 -- The outbox: one row per notification and webhook, delivered in id order per webhook.
 -- alert is the format-neutral document each delivery's body is rendered from.
 CREATE TABLE alert_notifications (
