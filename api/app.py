@@ -16,7 +16,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import psycopg
 from aiohttp import web
 
-from api import export, queries, routes_devices, routes_fleet, routes_readings
+from api import (
+    export,
+    queries,
+    routes_alert_rules,
+    routes_alerts,
+    routes_devices,
+    routes_fleet,
+    routes_readings,
+    routes_webhooks,
+)
 from api.auth import KeyStore
 from api.broker import BROKER, BrokerAdmin
 from api.console import add_console_routes
@@ -37,7 +46,10 @@ __all__ = ["DESCRIPTION", "create_app", "endpoints", "freeze_startup_heap"]
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = "Devices and their readings: registry, latest values, ranges, aggregates, export."
+DESCRIPTION = (
+    "Devices and their readings: registry, latest values, ranges, aggregates, export;"
+    " alert rules, alerts and webhooks."
+)
 _RETRY_AFTER_S = "2"
 
 service = Router()
@@ -107,6 +119,9 @@ def endpoints() -> list[Endpoint]:
         *routes_readings.router.endpoints,
         *export.router.endpoints,
         *routes_fleet.router.endpoints,
+        *routes_alerts.router.endpoints,
+        *routes_alert_rules.router.endpoints,
+        *routes_webhooks.router.endpoints,
         *service.endpoints,
     ]
 

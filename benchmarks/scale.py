@@ -58,7 +58,7 @@ from dashboards.sql import SqlQuery
 from ingest.migrate import migrate
 from ingest.settings import StorageSettings
 from tests.dashboards.grafana import TimeRange
-from tests.dashboards.runner import GrafanaRunner, panels, run_sql
+from tests.dashboards.runner import Grafana, panels, run_sql
 from tests.support.processes import ServiceProcess, ingest_env
 
 BASELINE = 100
@@ -115,9 +115,7 @@ async def _panel_times(url: str, mode: Mode, runs: int) -> dict[str, list[float]
     now = datetime.now(UTC)
     times: dict[str, list[float]] = {}
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        grafana = GrafanaRunner(
-            conn, TimeRange(now - timedelta(hours=6), now), timescaledb=mode == "timescale"
-        )
+        grafana = Grafana(conn, mode == "timescale", TimeRange(now - timedelta(hours=6), now))
         await grafana.resolve(FLEET_OVERVIEW, {})
         for panel in panels(FLEET_OVERVIEW):
             for target in panel.targets or []:

@@ -1,4 +1,4 @@
-"""Device detail: one device's status, latest values, its metrics over time, its rejects."""
+"""Device detail: one device's status, latest values, metrics over time, rejects, alerts."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from dashboards.common import (
     telemetry_dashboard,
 )
 from dashboards.datasources import PG
-from dashboards.sql import Sql, SqlFormat
+from dashboards.sql import Sql, SqlAnnotation, SqlFormat
 
 __all__ = ["DEVICE_DETAIL"]
 
@@ -152,15 +152,27 @@ _NETWORK = (
     .interval("$resolution")
 )
 
+# Every panel with a time axis marks the device's alert transitions, acknowledgements and
+# silences (alert_events), tagged with the rule's severity and the event.
+_ALERT_EVENTS = (
+    dashboard.AnnotationQuery()
+    .name("Alert events")
+    .datasource(PG)
+    .enable(True)
+    .icon_color("red")
+    .target(SqlAnnotation(queries.DEVICE_ALERT_EVENTS, ("time", "text", "tags")))
+)
+
 DEVICE_DETAIL = (
     telemetry_dashboard(
         "Device detail",
         "telemetry-device-detail",
-        "One device: status, latest values, metrics over time and rejects.",
+        "One device: status, latest values, metrics over time, rejects and alert events.",
     )
     .time("now-24h", "now")
     .refresh("30s")
     .variables([*status_constants(), _DEVICE, _METRIC, _RESOLUTION])
+    .annotation(_ALERT_EVENTS)
     .with_panel(_STATUS)
     .with_panel(_LATEST)
     .with_panel(_REJECTS)

@@ -1,4 +1,4 @@
-"""Fleet overview: devices by status, readings per second, reject reasons, a map."""
+"""Fleet overview: devices by status, readings per second, firing alerts, rejects, a map."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from grafana_foundation_sdk.builders import dashboard, geomap, piechart
 from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import geomap as geomap_models
 from grafana_foundation_sdk.models import piechart as piechart_models
-from grafana_foundation_sdk.models.dashboard import DynamicConfigValue, FieldColorModeId
+from grafana_foundation_sdk.models.dashboard import (
+    DynamicConfigValue,
+    FieldColorModeId,
+    ValueMap,
+    ValueMappingResult,
+)
 
 from dashboards import queries
 from dashboards.common import (
@@ -63,6 +68,42 @@ _RATE = (
     .height(5)
     .unit(units.RequestsPerSecond)
     .interval("1m")
+)
+
+_FIRING = (
+    table_panel()
+    .id(7)
+    .title("Firing alerts")
+    .description(
+        "Alerts firing now (at most 200), critical first, then the most recent: the rule, "
+        "the device, the value that made it fire, and whether someone acknowledged it. "
+        "GET /v1/alerts has the same list; docs/alerts.md explains the rules."
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(
+            queries.FIRING_ALERTS,
+            SqlFormat.TABLE,
+            ("firing since", "severity", "rule", "device", "value", "acknowledged"),
+        )
+    )
+    .span(24)
+    .height(7)
+    .mappings(
+        [
+            ValueMap(
+                {
+                    "critical": ValueMappingResult(color="red", index=0),
+                    "warning": ValueMappingResult(color="orange", index=1),
+                    "info": ValueMappingResult(color="blue", index=2),
+                }
+            )
+        ]
+    )
+    .override_by_name(
+        "severity", [DynamicConfigValue("custom.cellOptions", common.TableColorTextCellOptions())]
+    )
+    .override_by_name("firing since", [DynamicConfigValue("unit", units.DateTimeFromNow)])
 )
 
 _REJECT_REASONS = (
@@ -202,13 +243,14 @@ FLEET_OVERVIEW = (
     telemetry_dashboard(
         "Fleet overview",
         "telemetry-fleet-overview",
-        "The whole fleet: who is reporting, how fast, what is rejected and where.",
+        "The whole fleet: who is reporting, how fast, what is firing, what is rejected, where.",
     )
     .time("now-6h", "now")
     .refresh("30s")
     .variables(status_constants())
     .with_panel(_STATUS)
     .with_panel(_RATE)
+    .with_panel(_FIRING)
     .with_panel(_REJECT_REASONS)
     .with_panel(_REJECTS_OVER_TIME)
     .with_panel(_MAP)

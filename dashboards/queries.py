@@ -17,12 +17,14 @@ branch that is on.
 from __future__ import annotations
 
 __all__ = [
+    "DEVICE_ALERT_EVENTS",
     "DEVICE_LATEST",
     "DEVICE_METRIC_SERIES",
     "DEVICE_NETWORK_RATE",
     "DEVICE_REJECTS",
     "DEVICE_STATUS",
     "DEVICE_VARIABLE",
+    "FIRING_ALERTS",
     "FLEET_MAP",
     "FLEET_STATUS",
     "FRESHNESS",
@@ -247,4 +249,30 @@ LIMIT 200
 FRESHNESS = """
 SELECT extract(epoch FROM now() - max(last_seen))::float8 AS "since last reading"
 FROM devices
+"""
+
+# The alerts firing now, the worst first (alert_states, kept by the evaluator in ingest).
+FIRING_ALERTS = """
+SELECT s.firing_since AS "firing since", r.severity AS "severity", r.name AS "rule",
+       s.device_id AS "device", s.value AS "value",
+       CASE WHEN s.acknowledged_at IS NULL THEN 'no' ELSE 'yes' END AS "acknowledged"
+FROM alert_states s JOIN alert_rules r USING (rule_id)
+WHERE s.state = 'firing'
+ORDER BY CASE r.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
+         s.firing_since DESC, s.device_id
+LIMIT 200
+"""
+
+# An annotation per alert event of the device in the range (index on device_id, at);
+# Grafana reads tags as a comma-separated list.
+DEVICE_ALERT_EVENTS = """
+SELECT e.at AS "time",
+       e.event || ': ' || e.rule_name
+       || coalesce(' (value ' || trim_scale(round(e.value::numeric, 3))::text || ')', '')
+       || CASE WHEN e.detail = '' THEN '' ELSE ', ' || e.detail END AS "text",
+       e.severity || ',' || e.event AS "tags"
+FROM alert_events e
+WHERE e.device_id = ${device:sqlstring} AND $__timeFilter(e.at)
+ORDER BY e.at, e.event_id
+LIMIT 1000
 """

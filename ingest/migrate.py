@@ -37,9 +37,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (3, "rollups"),
     (4, "latest"),
     (5, "rollup_time_index"),
+    (6, "alerts"),
     (9, "rollup_1d"),
     (10, "counter_aggregate"),
     (11, "counter_rollups"),
+    # After 11, which makes TimescaleDB's aggregates again (and so drops their indexes).
+    (12, "rollup_key_index"),
 )
 
 #: Statements run after a version's transaction, on that path only: they cannot run in one.

@@ -17,6 +17,7 @@ from core.retention import Retention
 from core.settings import MqttProtocol
 
 __all__ = [
+    "AlertSettings",
     "HttpSettings",
     "IntakeSettings",
     "MqttSettings",
@@ -173,4 +174,44 @@ class ServeSettings(BaseSettings):
     run_jobs: bool = Field(
         default=True,
         description="run the storage jobs (partitions, retention, rollups) in worker 0",
+    )
+
+
+class AlertSettings(BaseSettings):
+    """Alerts: how often rules are evaluated, where notifications link to, how they retry."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    run_alerts: bool = Field(
+        default=True,
+        description="evaluate alert rules and deliver notifications in worker 0; one process"
+        " across all hosts does it at a time (a PostgreSQL advisory lock)",
+    )
+    alert_eval_interval_s: float = Field(
+        15.0, gt=0, description="how often the alert rules are evaluated"
+    )
+    alert_api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="base URL of the query API, for the links in notifications",
+    )
+    alert_default_interval_s: int = Field(
+        60,
+        ge=1,
+        description="offline rules: expected reporting interval of devices that declare none"
+        " (keep it equal to the API's API_DEFAULT_INTERVAL_S)",
+    )
+    alert_delivery_timeout_s: float = Field(
+        10.0, gt=0, description="longest a webhook may take to answer a delivery"
+    )
+    alert_retry_min_s: float = Field(
+        1.0, gt=0, description="first delay before a failed delivery is tried again"
+    )
+    alert_retry_max_s: float = Field(
+        300.0, gt=0, description="longest delay between attempts (doubling, jittered)"
+    )
+    alert_max_attempts: int = Field(
+        12, ge=1, description="attempts of a notification before it is dead"
+    )
+    alert_retention_days: int = Field(
+        90, ge=1, description="alert events and finished notifications are kept this long"
     )
