@@ -60,7 +60,7 @@ demo-clean: $(STAMP)
 	$(BIN)/python -m simulator demo --clean
 
 ## bench: every benchmark side by side with its baseline; one table, JSON in benchmarks/results
-##        (about 25 minutes on 2 cores; BENCH_QUICK=1 for a one-minute smoke run)
+##        (about an hour on 2 cores; BENCH_QUICK=1 for a few-minute smoke run)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 

@@ -19,10 +19,13 @@ from aiohttp import web
 from api import (
     export,
     queries,
+    routes_alert_rules,
+    routes_alerts,
     routes_device_admin,
     routes_devices,
     routes_fleet,
     routes_readings,
+    routes_webhooks,
 )
 from api.auth import KeyStore
 from api.broker import BROKER, BrokerAdmin
@@ -44,7 +47,10 @@ __all__ = ["DESCRIPTION", "create_app", "endpoints", "freeze_startup_heap"]
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = "Devices and their readings: registry, latest values, ranges, aggregates, export."
+DESCRIPTION = (
+    "Devices and their readings: registry, latest values, ranges, aggregates, export;"
+    " alert rules, alerts and webhooks."
+)
 _RETRY_AFTER_S = "2"
 
 service = Router()
@@ -115,6 +121,9 @@ def endpoints() -> list[Endpoint]:
         *routes_readings.router.endpoints,
         *export.router.endpoints,
         *routes_fleet.router.endpoints,
+        *routes_alerts.router.endpoints,
+        *routes_alert_rules.router.endpoints,
+        *routes_webhooks.router.endpoints,
         *service.endpoints,
     ]
 

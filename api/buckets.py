@@ -1,10 +1,11 @@
 """Time buckets: parsing widths, counting points, and choosing the table to read.
 
-Buckets are aligned on the Unix epoch. A width that is a whole number of hours is served
-from the 1-hour rollup, a whole number of minutes from the 1-minute rollup, anything else
-from raw readings. A rollup serves only the stretch of the range made of whole rollup
-buckets that are complete; the partial head and tail, and on plain PostgreSQL whatever
-lies after the refresh watermark, come from raw rows, so both ways give the same numbers.
+Buckets are aligned on the Unix epoch. A width that is a whole number of days is served
+from the 1-day rollup, of hours from the 1-hour rollup, of minutes from the 1-minute
+rollup, anything else from raw readings. A rollup serves only the stretch of the range
+made of whole rollup buckets that are complete; the partial head and tail, and on plain
+PostgreSQL whatever lies after the refresh watermark, come from raw rows, so both ways give
+the same numbers.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ MAX_BUCKET_S = 86_400
 NICE_BUCKETS_S = (1, 5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200,
                   86400)  # fmt: skip
 
-Source = Literal["raw", "rollup_1m", "rollup_1h"]
+Source = Literal["raw", "rollup_1m", "rollup_1h", "rollup_1d"]
 
 
 def bucket_seconds(text: str) -> int:
@@ -105,8 +106,11 @@ def plan(start: datetime, end: datetime, seconds: int, complete_before: datetime
 
     ``complete_before`` is the plain-path watermark (None: rollups are always complete).
     """
-    if seconds % 3600 == 0:
-        source: Source = "rollup_1h"
+    if seconds % 86400 == 0:
+        source: Source = "rollup_1d"
+        step = timedelta(days=1)
+    elif seconds % 3600 == 0:
+        source = "rollup_1h"
         step = timedelta(hours=1)
     elif seconds % 60 == 0:
         source = "rollup_1m"

@@ -73,17 +73,12 @@ _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 _OUT_OF_RANGE = "time out of range (years 1900 to 9000)"
 
-Aggregate = Literal["avg", "min", "max", "count", "sum", "first", "last", "states"]
+Aggregate = Literal[
+    "avg", "min", "max", "count", "sum", "first", "last", "increase", "rate", "states"
+]  # fmt: skip
 AGGREGATES: tuple[Aggregate, ...] = (
-    "avg",
-    "min",
-    "max",
-    "count",
-    "sum",
-    "first",
-    "last",
-    "states",
-)
+    "avg", "min", "max", "count", "sum", "first", "last", "increase", "rate", "states"
+)  # fmt: skip
 ValueType = Literal["number", "boolean", "string"]
 #: A reading's value; booleans before numbers, so that true stays true.
 Value = bool | float | str
@@ -207,9 +202,11 @@ class ReadingsParams(_Params):
     agg: Annotated[str, AfterValidator(_agg_list)] = Field(
         "avg,min,max,count",
         max_length=200,
-        description=f"aggregates, comma-separated, from {','.join(AGGREGATES)}; each series"
-        " gets those that apply to its type (numbers: all but states; booleans: all, avg as"
-        " the share of true; strings: count, first, last, states)",
+        description=f"aggregates, comma-separated, from {','.join(AGGREGATES)}; increase and"
+        " rate (per second) treat the metric as a monotonic counter, a drop being a reset;"
+        " each series gets those that apply to its type (numbers: all but states; booleans:"
+        " avg as the share of true, min, max, count, sum, first, last, states; strings:"
+        " count, first, last, states)",
     )
 
 
@@ -372,6 +369,8 @@ class BucketPoint(TypedDict):
     sum: NotRequired[float]
     first: NotRequired[Value]
     last: NotRequired[Value]
+    increase: NotRequired[float]
+    rate: NotRequired[float]
     states: NotRequired[dict[str, float]]
 
 
@@ -393,7 +392,7 @@ class BucketedReadings(_Out):
     bucket: str
     bucket_s: int
     agg: list[Aggregate]
-    source: Literal["raw", "rollup_1m", "rollup_1h"]
+    source: Literal["raw", "rollup_1m", "rollup_1h", "rollup_1d"]
     series: list[BucketSeries]
 
 

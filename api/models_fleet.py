@@ -98,6 +98,6 @@ class FleetAggregates(_Out):
     bucket: str
     bucket_s: int
     agg: list[FleetAggregate]
-    source: Literal["raw", "rollup_1m", "rollup_1h"]
+    source: Literal["raw", "rollup_1m", "rollup_1h", "rollup_1d"]
     devices: int
     groups: list[FleetGroup]

@@ -13,9 +13,11 @@ from __future__ import annotations
 __all__ = [
     "ALL_DEVICE_IDS",
     "BEGIN_SNAPSHOT",
+    "BUCKETS_FROM_1D",
     "BUCKETS_FROM_1H",
     "BUCKETS_FROM_1M",
     "BUCKETS_FROM_RAW",
+    "BUCKETS_OF_1D",
     "BUCKETS_OF_1H",
     "BUCKETS_OF_1M",
     "COPY_CSV",
@@ -24,6 +26,7 @@ __all__ = [
     "DELETE_DEVICE",
     "DELETE_DEVICE_LATEST",
     "DELETE_DEVICE_READINGS",
+    "DELETE_DEVICE_ROLLUPS_1D",
     "DELETE_DEVICE_ROLLUPS_1H",
     "DELETE_DEVICE_ROLLUPS_1M",
     "DELETE_DEVICE_TYPED",
@@ -47,6 +50,7 @@ __all__ = [
     "PING",
     "RAW_PAGE",
     "REJECTS",
+    "RETENTION_SETTINGS",
     "ROLLUP_WATERMARK",
     "SET_STATEMENT_TIMEOUT",
     "SET_TIMEZONE_UTC",
@@ -67,6 +71,7 @@ INSERT INTO api_keys (key_hash, scope, name) VALUES (%s, %s, %s) RETURNING key_i
 """
 
 STORAGE_MODE = "SELECT value FROM storage_settings WHERE key = 'storage_mode'"
+RETENTION_SETTINGS = "SELECT key, value FROM storage_settings WHERE starts_with(key, 'retention_')"
 # -infinity (nothing rolled up yet) does not fit a Python datetime: clamp it.
 ROLLUP_WATERMARK = """
 SELECT greatest(watermark, '0001-01-02 00:00:00+00') FROM rollup_state WHERE name = 'rollups'
@@ -177,6 +182,7 @@ DELETE_DEVICE_READINGS = "DELETE FROM readings WHERE device_key = %s"
 DELETE_DEVICE_TYPED = "DELETE FROM readings_typed WHERE device_key = %s"
 DELETE_DEVICE_ROLLUPS_1M = "DELETE FROM readings_1m WHERE device_key = %s"
 DELETE_DEVICE_ROLLUPS_1H = "DELETE FROM readings_1h WHERE device_key = %s"
+DELETE_DEVICE_ROLLUPS_1D = "DELETE FROM readings_1d WHERE device_key = %s"
 DELETE_DEVICE_LATEST = "DELETE FROM latest_readings WHERE device_key = %s"
 DELETE_DEVICE = "DELETE FROM devices WHERE device_key = %s"
 
@@ -317,6 +323,8 @@ BUCKETS_FROM_1M = _from_rollup("readings_1m")
 BUCKETS_FROM_1H = _from_rollup("readings_1h")
 BUCKETS_OF_1M = _rollup_as_stored("readings_1m")
 BUCKETS_OF_1H = _rollup_as_stored("readings_1h")
+BUCKETS_FROM_1D = _from_rollup("readings_1d")
+BUCKETS_OF_1D = _rollup_as_stored("readings_1d")
 BUCKETS_FROM_RAW = f"""
 WITH parts (t, metric_key, n, s, lo, hi, f, l) AS (
     {_RAW_PART.format(lo="%(start)s", hi="%(end)s")}

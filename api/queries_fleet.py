@@ -65,6 +65,7 @@ FLEET_BUCKETS = {
         ("raw", "readings_1m"),
         ("rollup_1m", "readings_1m"),
         ("rollup_1h", "readings_1h"),
+        ("rollup_1d", "readings_1d"),
     )
     for tagged in (False, True)
 }

@@ -38,8 +38,10 @@ def _type(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
         name = str(schema["$ref"]).removeprefix(_REF_PREFIX)
         text = f"[{name}](#{name.lower()})"
-    elif "anyOf" in schema:
-        text = " or ".join(_type(option) for option in schema["anyOf"])
+    elif "anyOf" in schema or "oneOf" in schema:
+        # oneOf: a discriminated union (an alert rule of one kind or another).
+        options = schema.get("anyOf") or schema["oneOf"]
+        text = " or ".join(_type(option) for option in options)
     elif "enum" in schema:
         text = "one of " + ", ".join(f"`{value}`" for value in schema["enum"])
     elif "const" in schema:

@@ -249,6 +249,7 @@ async def delete_device(request: web.Request, params: DeviceParams) -> web.Strea
         if await db.storage_mode(conn) == "plain":
             await conn.execute(queries.DELETE_DEVICE_ROLLUPS_1M, [key])
             await conn.execute(queries.DELETE_DEVICE_ROLLUPS_1H, [key])
+            await conn.execute(queries.DELETE_DEVICE_ROLLUPS_1D, [key])
         await conn.execute(queries.DELETE_DEVICE_LATEST, [key])
         await conn.execute(queries.DELETE_DEVICE, [key])
         broker = _broker(request)

@@ -14,7 +14,7 @@ from aiohttp import web
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 
-from api import buckets, queries, queries_typed
+from api import buckets, counters, queries, queries_typed, tiers
 from api.context import DATABASE, SETTINGS
 from api.database import Database
 from api.errors import BadRequestError
@@ -46,6 +46,8 @@ _QUERY = {
     ("rollup_1m", True): queries.BUCKETS_OF_1M,
     ("rollup_1h", False): queries.BUCKETS_FROM_1H,
     ("rollup_1h", True): queries.BUCKETS_OF_1H,
+    ("rollup_1d", False): queries.BUCKETS_FROM_1D,
+    ("rollup_1d", True): queries.BUCKETS_OF_1D,
 }
 
 
@@ -157,7 +159,14 @@ async def _bucketed(
                 f" {' and '.join(sorted(kinds))}: " + _applicable(kinds)
             )
         units = await units_of(conn, key_of, metrics)
-        chosen = buckets.plan(start, end, seconds, await db.rollups_complete_before(conn))
+        seconds, chosen = tiers.plan_within_retention(
+            start,
+            end,
+            seconds,
+            complete_before=await db.rollups_complete_before(conn),
+            kept=await tiers.retention(conn),
+            now=datetime.now(UTC),
+        )
         args = {
             "device_key": key_of,
             "metric_keys": [k for k, m in metrics.items() if m.type == "number"],
@@ -209,14 +218,23 @@ async def _numeric_series(
     """Aggregate the numeric metrics per bucket, from the rollups where they serve."""
     if not args["metric_keys"]:
         return {}
+    counting = not counters.COUNTER_AGGREGATES.isdisjoint(wanted)
+    query = (
+        counters.QUERIES[chosen.source]
+        if counting
+        else _QUERY[chosen.source, chosen.one_row_per_bucket]
+    )
     # Binary results: a day of minutes parses in a third of the time text takes.
-    cur = await conn.execute(_QUERY[chosen.source, chosen.one_row_per_bucket], args, binary=True)
-    rows = await cur.fetchall()
+    rows = await (await conn.execute(query, args, binary=True)).fetchall()
     # Rows come in metric order; each becomes a point holding only the aggregates asked for.
     picked = [(a, AGGREGATES.index(a)) for a in wanted if a in APPLICABLE["number"]]
     points: dict[int, list[BucketPoint]] = {}
-    for metric_key, ts, count, total, low, high, first, last in rows:
-        values = (total / count, low, high, count, total, first, last)
+    width, start, end = args["step"], args["start"], args["end"]
+    for metric_key, ts, count, total, low, high, first, last, *increase in rows:
+        values: tuple[Any, ...] = (total / count, low, high, count, total, first, last)
+        if counting:
+            rate = increase[0] / counters.seconds_inside(ts, width, start, end)
+            values += (increase[0], rate)
         point: dict[str, Any] = {"ts": ts}
         for name, i in picked:
             point[name] = values[i]

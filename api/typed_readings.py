@@ -21,7 +21,7 @@ from api.models import Aggregate, BucketPoint, BucketSeries, RawReading, ValueTy
 __all__ = ["APPLICABLE", "raw_page", "typed_series"]
 
 APPLICABLE: Final[dict[ValueType, frozenset[Aggregate]]] = {
-    "number": frozenset({"avg", "min", "max", "count", "sum", "first", "last"}),
+    "number": frozenset({"avg", "min", "max", "count", "sum", "first", "last", "increase", "rate"}),
     "boolean": frozenset({"avg", "min", "max", "count", "sum", "first", "last", "states"}),
     "string": frozenset({"count", "first", "last", "states"}),
 }

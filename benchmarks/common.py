@@ -135,7 +135,7 @@ async def refresh_all(url: str, mode: Literal["plain", "timescale"], until: date
         if mode == "plain":
             await maintenance.refresh_rollups(conn, until + timedelta(minutes=2))
         else:
-            for view in ("readings_1m", "readings_1h"):
+            for view in ("readings_1m", "readings_1h", "readings_1d"):
                 await conn.execute(
                     "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [view]
                 )

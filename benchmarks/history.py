@@ -42,6 +42,7 @@ from benchmarks.common import (
     scratch_database,
     storage_paths,
 )
+from benchmarks.tier_sizes import tier_bytes
 from ingest.maintenance import create_day_partitions, refresh_rollups
 from ingest.settings import StorageSettings
 
@@ -61,20 +62,6 @@ _DIRTY_DAY = """
 INSERT INTO rollup_dirty (minute)
 SELECT generate_series(%(start)s::timestamptz, %(start)s::timestamptz + interval '1 day'
                        - interval '1 minute', interval '1 minute')
-"""
-_PLAIN_SIZES = """
-SELECT (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits
-        WHERE inhparent = 'readings'::regclass),
-       pg_total_relation_size('readings_1m'), pg_total_relation_size('readings_1h')
-"""
-_TIMESCALE_SIZES = """
-SELECT hypertable_size('readings'),
-       (SELECT hypertable_size(format('%I.%I', materialization_hypertable_schema,
-                                      materialization_hypertable_name)::regclass)
-        FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_1m'),
-       (SELECT hypertable_size(format('%I.%I', materialization_hypertable_schema,
-                                      materialization_hypertable_name)::regclass)
-        FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_1h')
 """
 
 
@@ -123,7 +110,7 @@ async def load(url: str, mode: Mode, devices: int, start: datetime, days: int) -
                 print(f"    {mode}: {d + 1} of {days} days loaded", file=sys.stderr)
         if mode == "timescale":
             refreshed = time.perf_counter()
-            for view in ("readings_1m", "readings_1h"):
+            for view in ("readings_1m", "readings_1h", "readings_1d"):
                 await conn.execute(
                     "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [view]
                 )
@@ -145,17 +132,14 @@ async def load(url: str, mode: Mode, devices: int, start: datetime, days: int) -
 async def sizes(url: str, mode: Mode, readings: int, device_days: int) -> dict[str, float]:
     """Bytes a raw reading, and bytes a device-metric-day of each rollup tier."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        row = await (
-            await conn.execute(_PLAIN_SIZES if mode == "plain" else _TIMESCALE_SIZES)
-        ).fetchone()
-    assert row is not None
-    raw, one_minute, one_hour = (int(v or 0) for v in row)
+        raw, one_minute, one_hour, one_day = await tier_bytes(conn, mode)
     return {
         "raw_bytes_per_reading": round(raw / readings, 2),
         "raw_bytes_per_device_metric_day": round(raw / device_days),
         "rollup_1m_bytes_per_device_metric_day": round(one_minute / device_days),
         "rollup_1h_bytes_per_device_metric_day": round(one_hour / device_days),
-        "total_bytes": raw + one_minute + one_hour,
+        "rollup_1d_bytes_per_device_metric_day": round(one_day / device_days),
+        "total_bytes": raw + one_minute + one_hour + one_day,
     }
 
 

@@ -281,6 +281,8 @@ def ingest_rate(
         _end_sessions(mqtt_url, subscribers)
     t0, r0 = next((t, r) for t, r in samples if r > 0)
     t1, r1 = samples[-1]
+    if t1 == t0:
+        raise RuntimeError("the backlog drained between two polls: time a larger one")
     per_worker = [used / messages * 1e6 for used in cpu]
     return (r1 - r0) / READINGS_PER_MESSAGE / (t1 - t0), sum(per_worker), per_worker
 

@@ -1,7 +1,8 @@
-"""Device detail: one device's status, latest values, its metrics over time, its rejects."""
+"""Device detail: one device's status, latest values, metrics over time, rejects, alerts."""
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models import units
 from grafana_foundation_sdk.models.dashboard import (
     DynamicConfigValue,
@@ -22,7 +23,7 @@ from dashboards.common import (
     unit_target,
 )
 from dashboards.datasources import PG
-from dashboards.sql import Sql, SqlFormat
+from dashboards.sql import Sql, SqlAnnotation, SqlFormat
 
 __all__ = ["DEVICE_DETAIL"]
 
@@ -128,18 +129,51 @@ _SERIES = (
     .max_per_row(2)
 )
 
+_NETWORK = (
+    line_chart()
+    .id(5)
+    .title("Network throughput")
+    .description(
+        "Bytes per second of the agent's network counters (metrics ending in _rx_bytes or "
+        "_tx_bytes), as agg=rate computes them: a counter that drops was reset (reboot), "
+        "and counts from zero again. From raw readings, the 1-minute or the 1-hour rollup "
+        "by bucket width, as the metric panels."
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(queries.DEVICE_NETWORK_RATE, SqlFormat.TIME_SERIES, ("time", "metric", "rate"))
+    )
+    .unit(units.BytesPerSecondSI)
+    .span(24)
+    .height(8)
+    .interval("$resolution")
+)
+
+# Every panel with a time axis marks the device's alert transitions, acknowledgements and
+# silences (alert_events), tagged with the rule's severity and the event.
+_ALERT_EVENTS = (
+    dashboard.AnnotationQuery()
+    .name("Alert events")
+    .datasource(PG)
+    .enable(True)
+    .icon_color("red")
+    .target(SqlAnnotation(queries.DEVICE_ALERT_EVENTS, ("time", "text", "tags")))
+)
+
 DEVICE_DETAIL = (
     telemetry_dashboard(
         "Device detail",
         "telemetry-device-detail",
-        "One device: status, latest values, metrics over time and rejects.",
+        "One device: status, latest values, metrics over time, rejects and alert events.",
     )
     .time("now-24h", "now")
     .refresh("30s")
     .variables([*status_constants(), _DEVICE, _METRIC, _RESOLUTION])
+    .annotation(_ALERT_EVENTS)
     .with_panel(_STATUS)
     .with_panel(_LATEST)
     .with_panel(_REJECTS)
+    .with_panel(_NETWORK)
     .with_panel(_SERIES)
     .build()
 )

@@ -1,4 +1,4 @@
-"""Fleet overview: devices by status, readings per second, reject reasons, a map, a tag's metric.
+"""Fleet overview: devices by status, readings per second, alerts, rejects, a map, a tag's metric.
 
 The last panel shows one metric across the devices of a tag.
 """
@@ -10,7 +10,12 @@ from grafana_foundation_sdk.builders import dashboard, geomap, piechart
 from grafana_foundation_sdk.models import common, units
 from grafana_foundation_sdk.models import geomap as geomap_models
 from grafana_foundation_sdk.models import piechart as piechart_models
-from grafana_foundation_sdk.models.dashboard import DynamicConfigValue, FieldColorModeId
+from grafana_foundation_sdk.models.dashboard import (
+    DynamicConfigValue,
+    FieldColorModeId,
+    ValueMap,
+    ValueMappingResult,
+)
 
 from dashboards import queries
 from dashboards.common import (
@@ -69,6 +74,42 @@ _RATE = (
     .height(5)
     .unit(units.RequestsPerSecond)
     .interval("1m")
+)
+
+_FIRING = (
+    table_panel()
+    .id(7)
+    .title("Firing alerts")
+    .description(
+        "Alerts firing now (at most 200), critical first, then the most recent: the rule, "
+        "the device, the value that made it fire, and whether someone acknowledged it. "
+        "GET /v1/alerts has the same list; docs/alerts.md explains the rules."
+    )
+    .datasource(PG)
+    .with_target(
+        Sql(
+            queries.FIRING_ALERTS,
+            SqlFormat.TABLE,
+            ("firing since", "severity", "rule", "device", "value", "acknowledged"),
+        )
+    )
+    .span(24)
+    .height(7)
+    .mappings(
+        [
+            ValueMap(
+                {
+                    "critical": ValueMappingResult(color="red", index=0),
+                    "warning": ValueMappingResult(color="orange", index=1),
+                    "info": ValueMappingResult(color="blue", index=2),
+                }
+            )
+        ]
+    )
+    .override_by_name(
+        "severity", [DynamicConfigValue("custom.cellOptions", common.TableColorTextCellOptions())]
+    )
+    .override_by_name("firing since", [DynamicConfigValue("unit", units.DateTimeFromNow)])
 )
 
 _REJECT_REASONS = (
@@ -214,7 +255,7 @@ _FLEET_METRIC = query_variable("fleet_metric", "Metric", queries.FLEET_METRIC_VA
 
 _BY_TAG = (
     line_chart()
-    .id(7)
+    .id(8)
     .title("$fleet_metric by $group_by ($tag)")
     .description(
         "The average of the metric across the devices of the tag, per bucket, one series per "
@@ -235,13 +276,14 @@ FLEET_OVERVIEW = (
     telemetry_dashboard(
         "Fleet overview",
         "telemetry-fleet-overview",
-        "The whole fleet: who is reporting, how fast, what is rejected and where.",
+        "The whole fleet: who is reporting, how fast, what is firing, what is rejected, where.",
     )
     .time("now-6h", "now")
     .refresh("30s")
     .variables([*status_constants(), _TAG, _GROUP_BY, _FLEET_METRIC])
     .with_panel(_STATUS)
     .with_panel(_RATE)
+    .with_panel(_FIRING)
     .with_panel(_REJECT_REASONS)
     .with_panel(_REJECTS_OVER_TIME)
     .with_panel(_MAP)

@@ -17,12 +17,15 @@ branch that is on.
 from __future__ import annotations
 
 __all__ = [
+    "DEVICE_ALERT_EVENTS",
     "DEVICE_LATEST",
     "DEVICE_METRIC_SERIES",
     "DEVICE_METRIC_UNIT",
+    "DEVICE_NETWORK_RATE",
     "DEVICE_REJECTS",
     "DEVICE_STATUS",
     "DEVICE_VARIABLE",
+    "FIRING_ALERTS",
     "FLEET_BY_TAG",
     "FLEET_MAP",
     "FLEET_METRIC_UNIT",
@@ -207,6 +210,46 @@ JOIN metrics m ON m.metric_key = u.metric_key
 WHERE d.device_id = ${device:sqlstring} AND m.name = ANY(ARRAY[${metric:sqlstring}]::text[])
 """
 
+# The agent's network sensor reports byte counters since boot (``<name>_rx_bytes``,
+# ``<name>_tx_bytes``): drawn as bytes per second, as the API's agg=rate computes it. A part
+# (raw reading or rollup row, which keeps first, last and the sum of what the counter lost
+# at its resets) starting below the last value before it is a reset; the rise from one
+# bucket's last value to the next bucket's first belongs to the later bucket.
+DEVICE_NETWORK_RATE = f"""
+WITH sel AS (
+    SELECT d.device_key, m.metric_key, m.name
+    FROM devices d, metrics m
+    WHERE d.device_id = ${{device:sqlstring}} AND right(m.name, 9) IN ('_rx_bytes', '_tx_bytes')
+), parts (t, metric, f, l, r) AS (
+    SELECT r.time, sel.name, r.value, r.value, 0::float8
+    FROM sel JOIN readings r USING (device_key, metric_key)
+    WHERE {_SOURCE_RAW} AND $__timeFilter(r.time)
+    UNION ALL
+    SELECT r.bucket, sel.name, r.first, r.last, r.resets
+    FROM sel JOIN readings_1m r USING (device_key, metric_key)
+    WHERE {_SOURCE_1M} AND $__timeFilter(r.bucket)
+    UNION ALL
+    SELECT r.time, sel.name, r.value, r.value, 0::float8
+    FROM sel JOIN readings r USING (device_key, metric_key)
+    WHERE {_SOURCE_1M} AND $__timeFilter(r.time)
+      AND r.time >= (SELECT coalesce(max(x.bucket) + interval '1 minute', '-infinity')
+                     FROM readings_1m x
+                     WHERE x.device_key = sel.device_key AND x.metric_key = sel.metric_key)
+    UNION ALL
+    SELECT r.bucket, sel.name, r.first, r.last, r.resets
+    FROM sel JOIN readings_1h r USING (device_key, metric_key)
+    WHERE {_SOURCE_1H} AND $__timeFilter(r.bucket)
+), ordered AS (
+    SELECT *, lag(l) OVER (PARTITION BY metric ORDER BY t) AS pl FROM parts
+)
+SELECT $__timeGroupAlias(t, $__interval, NULL), metric,
+       ((array_agg(l ORDER BY t DESC))[1] - (array_agg(coalesce(pl, f) ORDER BY t))[1]
+        + sum(r + CASE WHEN f < pl THEN pl ELSE 0 END)) / ($__interval_ms / 1000.0) AS rate
+FROM ordered
+GROUP BY 1, 2
+ORDER BY 1
+"""  # noqa: S608  (constant fragments only)
+
 DEVICE_REJECTS = """
 SELECT received_at, source, reason, item_index, detail
 FROM dead_letters
@@ -291,3 +334,29 @@ JOIN devices d ON d.device_key = u.device_key
 JOIN metrics m ON m.metric_key = u.metric_key
 WHERE m.name = ${{fleet_metric:sqlstring}} AND {_TAGGED}
 """  # noqa: S608  (constant fragments only)
+
+# The alerts firing now, the worst first (alert_states, kept by the evaluator in ingest).
+FIRING_ALERTS = """
+SELECT s.firing_since AS "firing since", r.severity AS "severity", r.name AS "rule",
+       s.device_id AS "device", s.value AS "value",
+       CASE WHEN s.acknowledged_at IS NULL THEN 'no' ELSE 'yes' END AS "acknowledged"
+FROM alert_states s JOIN alert_rules r USING (rule_id)
+WHERE s.state = 'firing'
+ORDER BY CASE r.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
+         s.firing_since DESC, s.device_id
+LIMIT 200
+"""
+
+# An annotation per alert event of the device in the range (index on device_id, at);
+# Grafana reads tags as a comma-separated list.
+DEVICE_ALERT_EVENTS = """
+SELECT e.at AS "time",
+       e.event || ': ' || e.rule_name
+       || coalesce(' (value ' || trim_scale(round(e.value::numeric, 3))::text || ')', '')
+       || CASE WHEN e.detail = '' THEN '' ELSE ', ' || e.detail END AS "text",
+       e.severity || ',' || e.event AS "tags"
+FROM alert_events e
+WHERE e.device_id = ${device:sqlstring} AND $__timeFilter(e.at)
+ORDER BY e.at, e.event_id
+LIMIT 1000
+"""

@@ -49,13 +49,15 @@ def _datasources(part: JsonObject) -> list[object]:
 
 
 def check_references(model: JsonObject) -> None:
-    """Raise DashboardError if a panel or variable names a missing datasource or variable."""
+    """Raise DashboardError if a panel, variable or annotation names a missing one."""
     uid = model.get("uid")
     variables = model["templating"].get("list", [])
     defined = {v["name"] for v in variables}
     provisioned = [d.to_json() for d in DATASOURCES]
     parts = [(f"{uid}: variable {v['name']!r}", v) for v in variables]
     parts += [(f"{uid}: panel {p.get('title')!r}", p) for p in model.get("panels", [])]
+    annotations = model.get("annotations", {}).get("list", [])
+    parts += [(f"{uid}: annotation {a.get('name')!r}", a) for a in annotations]
     for where, part in parts:
         if part.get("targets") and "datasource" not in part:
             # Grafana would send its queries to the default datasource, Prometheus.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+from psycopg import errors
+
 from ingest import statements
 from ingest.devices import Lender
 
@@ -62,16 +64,21 @@ class Catalog:
 
         ``types`` and ``units`` are what the readings at hand would fix: the first of each
         in the order received. Afterwards :meth:`type_of` and :meth:`unit_of` answer for
-        every key given.
+        every key given, but for new metrics when the dictionary is full (no type: the
+        intake refuses them as ``too_many_metrics``).
         """
         metrics = sorted(types)
         unit_keys = sorted(units)
         unit_rows: list[tuple[int, str, str]] = []
         async with self._lend() as conn, conn.transaction():
             if metrics:
-                await conn.execute(
-                    statements.CREATE_METRICS, [metrics, [types[m] for m in metrics]]
-                )
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            statements.CREATE_METRICS, [metrics, [types[m] for m in metrics]]
+                        )
+                except errors.SequenceGeneratorLimitExceeded:
+                    pass  # the dictionary is full: names left without a type are refused
                 cur = await conn.execute(statements.METRIC_TYPES, [metrics])
                 for name, kind in await cur.fetchall():
                     self._types[name] = ValueType(kind)

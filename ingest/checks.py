@@ -96,6 +96,9 @@ def _conflict(checked: Checked, catalog: Catalog) -> Reject | None:
     values: dict[str, float | bool | str] = {**item.values, **(item.typed or {})}
     for name, value in values.items():
         kind, fixed = value_type(value), catalog.type_of(name)
+        if fixed is None:
+            detail = f"no room for new metrics ({name}): the metric dictionary is full"
+            return Reject(item.index, Reason.TOO_MANY_METRICS, detail)
         if kind is not fixed:
             detail = (
                 f"metric {quote(name)} holds {fixed} values (its first reading fixed that),"

@@ -22,6 +22,7 @@ from ingest.errors import IngestError, MigrationError
 from ingest.logs import configure_logging
 from ingest.migrate import MIGRATIONS, migrate, schema_state
 from ingest.settings import (
+    AlertSettings,
     HttpSettings,
     IntakeSettings,
     MqttSettings,
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         IntakeSettings,
         StorageSettings,
         ServeSettings,
+        AlertSettings,
     )
     return parser
 
@@ -105,7 +107,13 @@ def _worker_config(args: argparse.Namespace) -> WorkerConfig:
         serve=settings_from_args(ServeSettings, args),
         worker_index=args.worker_index or 0,
         handoff_socket=args.handoff_socket,
+        alerts=settings_from_args(AlertSettings, args),
     )
+    if config.alerts.alert_retry_min_s > config.alerts.alert_retry_max_s:
+        raise ConfigError(
+            f"ALERT_RETRY_MIN_S ({config.alerts.alert_retry_min_s:g}) must not be above"
+            f" ALERT_RETRY_MAX_S ({config.alerts.alert_retry_max_s:g})"
+        )
     if config.mqtt_role != "off":
         parse_mqtt_url(config.mqtt.mqtt_url)  # fail here, with one line, not in a worker
         if config.mqtt.mqtt_protocol == "3.1.1" and config.mqtt.mqtt_share_group:
@@ -171,7 +179,7 @@ async def _maintain(args: argparse.Namespace) -> int:
             created = await maintenance.ensure_partitions(conn, now, storage.partitions_ahead_days)
             print(f"partitions created: {len(created)}")
         retention = await maintenance.apply_retention(
-            conn, now, storage.retention_days, storage.dead_letter_retention_days, plain=plain
+            conn, now, storage.tiers, storage.dead_letter_retention_days, plain=plain
         )
         print(
             f"retention: {len(retention.dropped_partitions)} partitions dropped, "
@@ -179,7 +187,10 @@ async def _maintain(args: argparse.Namespace) -> int:
         )
         if plain:
             refreshed = await maintenance.refresh_rollups(conn, now)
-            print(f"rollups: {refreshed.minutes} minutes and {refreshed.hours} hours refreshed")
+            print(
+                f"rollups: {refreshed.minutes} minutes, {refreshed.hours} hours and"
+                f" {refreshed.days} days refreshed"
+            )
     return 0
 
 

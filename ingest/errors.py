@@ -7,7 +7,9 @@ Exception tree::
      ├── OverloadedError             the pipeline is full or shutting down: push back
      └── StorageError                the database refused or failed a request
           ├── StorageUnavailableError  the database cannot be reached, retries exhausted;
-          │                            transient: push back (HTTP 503, MQTT no ack) and retry
+          │    │                       transient: push back (HTTP 503, MQTT no ack) and retry
+          │    └── MetricLimitError    the metric dictionary filled up during this batch: on
+          │                            resend the intake refuses the new names itself
           └── StorageDataError         the database rejected the data itself; retrying the
                                        same batch will fail again
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "IngestError",
+    "MetricLimitError",
     "MigrationError",
     "OverloadedError",
     "StorageDataError",
@@ -49,3 +52,12 @@ class StorageUnavailableError(StorageError):
 
 class StorageDataError(StorageError):
     """The database rejected the data itself (not a transient failure)."""
+
+
+class MetricLimitError(StorageUnavailableError):
+    """The batch brings metric names that the full metric dictionary has no key for.
+
+    Raised once per process, by the batch during which the dictionary fills: afterwards the
+    accept step refuses new names as ``too_many_metrics`` before they reach a batch, so the
+    resent messages are stored but for those items.
+    """

@@ -30,6 +30,7 @@ from core.registry import DeviceRef
 from ingest.catalog import Catalog
 from ingest.checks import check_items
 from ingest.devices import DeviceDirectory
+from ingest.metric_keys import MetricKeys
 from ingest.metrics import METRICS
 from ingest.pipeline import Pipeline, Submission
 from ingest.records import DeadLetter, Source
@@ -59,6 +60,8 @@ class IntakeRules:
 
     limits: Limits
     retention: timedelta
+    #: The writer's metric dictionary: once full, items with new names are refused.
+    metrics: MetricKeys | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +117,10 @@ def _add_numbers(
 
     Items older than the retention are rejected here (``too_old``) whatever they hold.
     """
-    retention = intake.rules.retention
+    rules = intake.rules
+    retention = rules.retention
     oldest = sub.received_at - retention
+    known = rules.metrics.known if rules.metrics is not None and rules.metrics.full else None
     sets, newest = sub.sets, sub.newest_ts
     device_key = device.device_key
     seqs = sub.devices.setdefault(device_key, [])
@@ -127,6 +132,13 @@ def _add_numbers(
             detail = f"ts is older than the retention of {retention.days} days"
             rejects.append(Reject(item.index, Reason.TOO_OLD, detail))
             continue
+        if known is not None:
+            names = item.values.keys() | (item.typed or {}).keys()
+            if not known.keys() >= names:
+                new = ", ".join(sorted(names - known.keys()))
+                detail = f"no room for new metrics ({new}): the metric dictionary is full"
+                rejects.append(Reject(item.index, Reason.TOO_MANY_METRICS, detail))
+                continue
         if (
             item.typed is not None
             or item.units is not None

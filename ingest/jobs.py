@@ -98,7 +98,7 @@ class StorageJobs(AsyncResource):
         await maintenance.apply_retention(
             conn,
             now,
-            storage.retention_days,
+            storage.tiers,
             storage.dead_letter_retention_days,
             plain=self._plain,
         )

@@ -2,9 +2,9 @@
 
 On plain PostgreSQL the ingest service runs these on a schedule (see ``ingest.jobs``):
 daily partitions of ``readings`` and ``readings_typed`` are created ahead (and on demand by
-the writer), expired ones are detached and dropped, and the 1-minute and 1-hour rollups are
-refreshed from the minutes the writer marked dirty. On TimescaleDB the extension's own
-policies do this work; only dead-letter retention runs here.
+the writer), expired ones are detached and dropped, and the 1-minute, 1-hour and 1-day
+rollups are refreshed from the minutes the writer marked dirty. On TimescaleDB the
+extension's own policies do this work; only dead-letter retention runs here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import LiteralString
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
 
+from core.retention import Retention, Tier
 from ingest.settings import StorageSettings
 
 __all__ = [
@@ -42,6 +43,7 @@ Job = Callable[[Conn, datetime], Awaitable[None]]
 _PARTITION_LOCK = 0x7E1E_0002
 _ROLLUP_LOCK = 0x7E1E_0003
 _MAX_REFRESH_RANGE = timedelta(hours=6)  # bounds the memory of one aggregation statement
+_TIER_OF: dict[str, Tier] = {"readings_1m": "1m", "readings_1h": "1h", "readings_1d": "1d"}
 
 #: The tables partitioned by day (readings_typed from schema version 7 on).
 PARTITIONED = ("readings", "readings_typed")
@@ -58,20 +60,36 @@ WHERE p.relname = ANY(%s) AND p.relkind = 'p' AND p.relnamespace = current_schem
 """
 
 _REFRESH_1M = """
-INSERT INTO readings_1m (bucket, device_key, metric_key, count, sum, min, max, first, last)
+INSERT INTO readings_1m (bucket, device_key, metric_key, count, sum, min, max, first, last,
+                         resets)
 SELECT date_trunc('minute', time), device_key, metric_key, count(*), sum(value), min(value),
-       max(value), (array_agg(value ORDER BY time))[1], (array_agg(value ORDER BY time DESC))[1]
+       max(value), (array_agg(value ORDER BY time))[1], (array_agg(value ORDER BY time DESC))[1],
+       counter_resets(value, value, 0 ORDER BY time)
 FROM readings
 WHERE time >= %(lo)s AND time < %(hi)s AND date_trunc('minute', time) = ANY(%(minutes)s)
 GROUP BY 1, 2, 3
 """
 
 _REFRESH_1H = """
-INSERT INTO readings_1h (bucket, device_key, metric_key, count, sum, min, max, first, last)
+INSERT INTO readings_1h (bucket, device_key, metric_key, count, sum, min, max, first, last,
+                         resets)
 SELECT date_trunc('hour', bucket), device_key, metric_key, sum(count), sum(sum), min(min),
-       max(max), (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1]
+       max(max), (array_agg(first ORDER BY bucket))[1], (array_agg(last ORDER BY bucket DESC))[1],
+       counter_resets(first, last, resets ORDER BY bucket)
 FROM readings_1m
 WHERE bucket >= %(lo)s AND bucket < %(hi)s AND date_trunc('hour', bucket) = ANY(%(hours)s)
+GROUP BY 1, 2, 3
+"""
+
+_REFRESH_1D = """
+INSERT INTO readings_1d (bucket, device_key, metric_key, count, sum, min, max, first, last,
+                         resets)
+SELECT date_trunc('day', bucket, 'UTC'), device_key, metric_key, sum(count), sum(sum),
+       min(min), max(max), (array_agg(first ORDER BY bucket))[1],
+       (array_agg(last ORDER BY bucket DESC))[1],
+       counter_resets(first, last, resets ORDER BY bucket)
+FROM readings_1h
+WHERE bucket >= %(lo)s AND bucket < %(hi)s AND date_trunc('day', bucket, 'UTC') = ANY(%(days)s)
 GROUP BY 1, 2, 3
 """
 
@@ -137,17 +155,17 @@ class RetentionResult:
 async def apply_retention(
     conn: AsyncConnection[TupleRow],
     now: datetime,
-    retention_days: int,
+    retention: Retention,
     dead_letter_retention_days: int,
     *,
     plain: bool,
 ) -> RetentionResult:
-    """Drop readings and rollups past retention (plain path) and old dead letters.
+    """Drop readings and rollups past their tier's retention (plain path), old dead letters.
 
     ``conn`` must be in autocommit mode: partitions are detached concurrently so that
     writers are not blocked.
     """
-    cutoff = now - timedelta(days=retention_days)
+    cutoff = retention.horizon("raw", now)
     dropped: list[str] = []
     if plain:
         cur = await conn.execute(_EXISTING_PARTITIONS, [list(PARTITIONED)])
@@ -165,10 +183,13 @@ async def apply_retention(
                 )
                 await conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 dropped.append(name)
-        for table in ("readings_1m", "readings_1h"):
+        for table, tier in _TIER_OF.items():
+            # Whole UTC days only: a refresh re-aggregates a day (an hour) from the finer
+            # rollup, whose rows for that day must all be there or all be gone.
+            horizon = retention.horizon(tier, now)
             await conn.execute(
                 sql.SQL("DELETE FROM {} WHERE bucket < %s").format(sql.Identifier(table)),
-                [cutoff],
+                [datetime.fromtimestamp(horizon.timestamp() // 86400 * 86400, UTC)],
             )
     cur = await conn.execute(
         "DELETE FROM dead_letters WHERE received_at < %s",
@@ -186,6 +207,7 @@ class RefreshResult:
     minutes: int
     hours: int
     watermark: datetime | None
+    days: int = 0
 
 
 def _ranges(points: list[datetime], step: timedelta) -> list[tuple[datetime, datetime]]:
@@ -202,7 +224,7 @@ def _ranges(points: list[datetime], step: timedelta) -> list[tuple[datetime, dat
 async def refresh_rollups(
     conn: AsyncConnection[TupleRow], now: datetime, lag: timedelta = timedelta(minutes=1)
 ) -> RefreshResult:
-    """Re-aggregate every dirty minute before ``now - lag`` and the hours containing them.
+    """Re-aggregate every dirty minute before ``now - lag``, then the hours and days around them.
 
     Minutes after that watermark are still filling; readers take them from raw rows.
     """
@@ -217,6 +239,7 @@ async def refresh_rollups(
         )
         minutes = sorted({row[0] for row in await cur.fetchall()})
         hours = sorted({m.replace(minute=0) for m in minutes})
+        days = sorted({datetime.fromtimestamp(h.timestamp() // 86400 * 86400, UTC) for h in hours})
         if minutes:
             await conn.execute("DELETE FROM readings_1m WHERE bucket = ANY(%s)", [minutes])
             for lo, hi in _ranges(minutes, timedelta(minutes=1)):
@@ -224,29 +247,45 @@ async def refresh_rollups(
             await conn.execute("DELETE FROM readings_1h WHERE bucket = ANY(%s)", [hours])
             for lo, hi in _ranges(hours, timedelta(hours=1)):
                 await conn.execute(_REFRESH_1H, {"lo": lo, "hi": hi, "hours": hours})
+            await conn.execute("DELETE FROM readings_1d WHERE bucket = ANY(%s)", [days])
+            for lo, hi in _ranges(days, timedelta(days=1)):
+                await conn.execute(_REFRESH_1D, {"lo": lo, "hi": hi, "days": days})
         await conn.execute(
             "UPDATE rollup_state SET watermark = greatest(watermark, %s) WHERE name = 'rollups'",
             [watermark],
         )
-    return RefreshResult(len(minutes), len(hours), watermark)
+    return RefreshResult(len(minutes), len(hours), watermark, len(days))
+
+
+# By continuous aggregate: bucket, end offset of the refresh window, refresh schedule. A
+# day is materialized an hour after it ends; until then real-time aggregation serves it.
+_HOUR = timedelta(hours=1)
+_CAGG_POLICIES = {
+    "readings_1m": (timedelta(minutes=1), timedelta(minutes=1), timedelta(minutes=1)),
+    "readings_1h": (_HOUR, _HOUR, timedelta(minutes=15)),
+    "readings_1d": (timedelta(days=1), _HOUR, _HOUR),
+}
 
 
 async def apply_timescale_policies(
     conn: AsyncConnection[TupleRow],
     storage: StorageSettings,
     *,
-    with_rollups: bool,
+    rollups: Iterable[str],
     with_typed: bool = False,
 ) -> None:
     """(Re)apply chunking, compression, retention and refresh policies from ``storage``.
 
-    ``with_rollups``: the continuous aggregates exist (version 3); ``with_typed``: so does
-    readings_typed (version 7), which gets the policies of readings.
+    ``rollups`` names the continuous aggregates that the schema has so far; ``with_typed``:
+    readings_typed exists (version 7), which gets the policies (and raw retention) of readings.
     """
-    retention = timedelta(days=storage.retention_days)
+    tiers = storage.tiers
+    raw = timedelta(days=tiers.raw_days)
     # The refresh window reaches past the compression horizon: late rows land in chunks
     # that are still uncompressed or are decompressed on insert, and are re-aggregated.
-    refresh_window = timedelta(days=storage.compress_after_days + 1)
+    # It stays inside raw retention where it can: a refresh of a range whose raw rows are
+    # gone would empty the aggregate there, and rollups may outlive raw data.
+    refresh_window = min(timedelta(days=storage.compress_after_days + 1), raw)
     statements: list[tuple[LiteralString, list[object]]] = []
     for table in ("readings", "readings_typed") if with_typed else ("readings",):
         statements += [
@@ -260,31 +299,26 @@ async def apply_timescale_policies(
                 [table, timedelta(days=storage.compress_after_days)],
             ),
             ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [table]),
-            ("SELECT add_retention_policy(%s::regclass, %s::interval)", [table, retention]),
+            ("SELECT add_retention_policy(%s::regclass, %s::interval)", [table, raw]),
         ]
-    if with_rollups:
-        for view, step, every in (
-            ("readings_1m", timedelta(minutes=1), timedelta(minutes=1)),
-            ("readings_1h", timedelta(hours=1), timedelta(minutes=15)),
-        ):
-            statements += [
+    for view in rollups:
+        step, lag, every = _CAGG_POLICIES[view]
+        kept = timedelta(days=tiers.days(_TIER_OF[view]))
+        statements += [
+            (
+                ("SELECT remove_continuous_aggregate_policy(%s::regclass, if_not_exists => true)"),
+                [view],
+            ),
+            (
                 (
-                    (
-                        "SELECT remove_continuous_aggregate_policy("
-                        "%s::regclass, if_not_exists => true)"
-                    ),
-                    [view],
+                    "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s,"
+                    " end_offset => %s, schedule_interval => %s)"
                 ),
-                (
-                    (
-                        "SELECT add_continuous_aggregate_policy(%s::regclass, start_offset => %s,"
-                        " end_offset => %s, schedule_interval => %s)"
-                    ),
-                    [view, max(refresh_window, 2 * step), step, every],
-                ),
-                ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [view]),
-                ("SELECT add_retention_policy(%s::regclass, %s::interval)", [view, retention]),
-            ]
+                [view, max(refresh_window, 2 * step + lag), lag, every],
+            ),
+            ("SELECT remove_retention_policy(%s::regclass, if_exists => true)", [view]),
+            ("SELECT add_retention_policy(%s::regclass, %s::interval)", [view, kept]),
+        ]
     async with conn.transaction():
         for statement, params in statements:
             await conn.execute(statement, params)

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Literal
+from typing import Literal, LiteralString
 
 import psycopg
 from psycopg import AsyncConnection
@@ -40,9 +40,30 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (3, "rollups"),
     (4, "latest"),
     (5, "rollup_time_index"),
+    (6, "alerts"),
     (7, "typed_values"),
     (8, "device_attributes"),
+    (9, "rollup_1d"),
+    (10, "counter_aggregate"),
+    (11, "counter_rollups"),
+    # After 11, which makes TimescaleDB's aggregates again (and so drops their indexes).
+    (12, "rollup_key_index"),
 )
+
+#: Statements run after a version's transaction, on that path only: they cannot run in one.
+_AFTER: dict[tuple[int, ResolvedMode], tuple[LiteralString, ...]] = {
+    # Materialize the days stored before the 1-day aggregate existed; later days are the
+    # refresh policy's.
+    (9, "timescale"): (
+        "CALL refresh_continuous_aggregate('readings_1d', NULL, date_trunc('day', now(), 'UTC'))",
+    ),
+    # The aggregates made again with counter columns: materialize what raw readings hold.
+    (11, "timescale"): (
+        "CALL refresh_continuous_aggregate('readings_1m', NULL, date_trunc('day', now(), 'UTC'))",
+        "CALL refresh_continuous_aggregate('readings_1h', NULL, date_trunc('day', now(), 'UTC'))",
+        "CALL refresh_continuous_aggregate('readings_1d', NULL, date_trunc('day', now(), 'UTC'))",
+    ),
+}
 
 _LOCK_KEY = 0x7E1E_0001  # advisory lock id shared by every migrate run
 
@@ -166,6 +187,12 @@ async def _migrate_locked(
     mode = await _resolve_mode(conn, storage.storage_mode, existing_mode)
     if mode == "timescale":
         await conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    # Versions are applied by what is missing, not by the newest applied: branches merged
+    # later may bring versions below one that is applied already.
+    done = {
+        row[0]
+        for row in await (await conn.execute("SELECT version FROM schema_version")).fetchall()
+    }
     applied = []
     for version, name in MIGRATIONS:
         if version not in done and version <= target:
@@ -174,6 +201,8 @@ async def _migrate_locked(
                 await conn.execute(
                     "INSERT INTO schema_version (version, name) VALUES (%s, %s)", [version, name]
                 )
+            for statement in _AFTER.get((version, mode), ()):
+                await conn.execute(statement)
             log.info("applied migration %03d_%s (%s path)", version, name, mode)
             applied.append(version)
     await _apply_settings(conn, mode, storage, max(current, target))
@@ -185,7 +214,8 @@ async def _apply_settings(
 ) -> None:
     settings = {
         "storage_mode": mode,
-        "retention_days": str(storage.retention_days),
+        "retention_days": str(storage.tiers.raw_days),
+        **storage.tiers.as_settings(),
         "partitions_ahead_days": str(storage.partitions_ahead_days),
         "dead_letter_retention_days": str(storage.dead_letter_retention_days),
     }
@@ -203,6 +233,9 @@ async def _apply_settings(
             conn, datetime.now(UTC), ahead_days=storage.partitions_ahead_days
         )
         return
+    rollups: tuple[str, ...] = ("readings_1m", "readings_1h") if version >= 3 else ()
+    if version >= 9:
+        rollups += ("readings_1d",)
     await maintenance.apply_timescale_policies(
-        conn, storage, with_rollups=version >= 3, with_typed=version >= 7
+        conn, storage, rollups=rollups, with_typed=version >= 7
     )

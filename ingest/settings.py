@@ -10,12 +10,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.retention import Retention
 from core.settings import MqttProtocol
 
 __all__ = [
+    "AlertSettings",
     "HttpSettings",
     "IntakeSettings",
     "MqttSettings",
@@ -35,7 +37,21 @@ class StorageSettings(BaseSettings):
     storage_mode: StorageMode = Field(
         "auto", description="timescale, plain, or auto (timescale where installed)"
     )
-    retention_days: int = Field(365, ge=1, description="readings older than this are dropped")
+    retention_days: int = Field(
+        365, ge=1, description="old name of RETENTION_RAW_DAYS, used when that is not set"
+    )
+    retention_raw_days: int | None = Field(
+        None, ge=1, description="raw readings older than this are dropped (default RETENTION_DAYS)"
+    )
+    retention_1m_days: int | None = Field(
+        None, ge=1, description="1-minute rollup kept this long (default: as raw readings)"
+    )
+    retention_1h_days: int | None = Field(
+        None, ge=1, description="1-hour rollup kept this long (default: as the 1-minute one)"
+    )
+    retention_1d_days: int | None = Field(
+        None, ge=1, description="1-day rollup kept this long (default: as the 1-hour one)"
+    )
     chunk_interval_hours: int = Field(
         24, ge=1, description="TimescaleDB chunk interval (see docs/storage.md)"
     )
@@ -48,10 +64,23 @@ class StorageSettings(BaseSettings):
         10.0, gt=0, description="plain PostgreSQL: how often rollups are refreshed"
     )
 
+    @model_validator(mode="after")
+    def _tiers_in_order(self) -> StorageSettings:
+        self.tiers  # noqa: B018  (raises ValueError when out of order)
+        return self
+
+    @property
+    def tiers(self) -> Retention:
+        """Retention per tier: an unset tier is kept as long as the finer one before it."""
+        raw = self.retention_raw_days or self.retention_days
+        minute = self.retention_1m_days or raw
+        hour = self.retention_1h_days or minute
+        return Retention(raw, minute, hour, self.retention_1d_days or hour)
+
     @property
     def retention(self) -> timedelta:
-        """Retention as a duration."""
-        return timedelta(days=self.retention_days)
+        """Retention of raw readings as a duration."""
+        return timedelta(days=self.tiers.raw_days)
 
 
 class HttpSettings(BaseSettings):
@@ -145,4 +174,44 @@ class ServeSettings(BaseSettings):
     run_jobs: bool = Field(
         default=True,
         description="run the storage jobs (partitions, retention, rollups) in worker 0",
+    )
+
+
+class AlertSettings(BaseSettings):
+    """Alerts: how often rules are evaluated, where notifications link to, how they retry."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    run_alerts: bool = Field(
+        default=True,
+        description="evaluate alert rules and deliver notifications in worker 0; one process"
+        " across all hosts does it at a time (a PostgreSQL advisory lock)",
+    )
+    alert_eval_interval_s: float = Field(
+        15.0, gt=0, description="how often the alert rules are evaluated"
+    )
+    alert_api_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="base URL of the query API, for the links in notifications",
+    )
+    alert_default_interval_s: int = Field(
+        60,
+        ge=1,
+        description="offline rules: expected reporting interval of devices that declare none"
+        " (keep it equal to the API's API_DEFAULT_INTERVAL_S)",
+    )
+    alert_delivery_timeout_s: float = Field(
+        10.0, gt=0, description="longest a webhook may take to answer a delivery"
+    )
+    alert_retry_min_s: float = Field(
+        1.0, gt=0, description="first delay before a failed delivery is tried again"
+    )
+    alert_retry_max_s: float = Field(
+        300.0, gt=0, description="longest delay between attempts (doubling, jittered)"
+    )
+    alert_max_attempts: int = Field(
+        12, ge=1, description="attempts of a notification before it is dead"
+    )
+    alert_retention_days: int = Field(
+        90, ge=1, description="alert events and finished notifications are kept this long"
     )

@@ -8,6 +8,7 @@ Resources come up in ``cleanup_ctx`` order and go down in reverse::
               helper    HandoffClient + ReceiptPublisher → MqttIntake
               shared    MqttConsumer → MqttIntake (a member of a shared subscription)
     jobs      StorageJobs (worker 0)
+    alerts    AlertService (worker 0; evaluates while it holds the lock, see ingest.alerts)
 
 On the way down MQTT intake stops taking messages first, the pipeline drains so that the
 last acknowledgements leave, then the broker connection closes; the pipeline and the
@@ -20,9 +21,8 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +41,7 @@ from core import paho_speedups
 from core.errors import ConfigError, one_line
 from core.ratelimit import TokenBuckets
 from core.settings import DatabaseSettings
+from ingest.alerts import AlertService
 from ingest.catalog import Catalog
 from ingest.devices import DeviceDirectory
 from ingest.handoff import Dispatcher, HandoffClient
@@ -53,6 +54,7 @@ from ingest.mqtt_intake import MqttIntake
 from ingest.pipeline import Pipeline, PipelineSettings
 from ingest.receipts import NoReceipts, ReceiptPublisher, ReceiptSender
 from ingest.settings import (
+    AlertSettings,
     HttpSettings,
     IntakeSettings,
     MqttSettings,
@@ -85,6 +87,7 @@ class WorkerConfig:
     serve: ServeSettings
     worker_index: int = 0
     handoff_socket: Path | None = None
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def mqtt_role(self) -> MqttRole:
@@ -137,13 +140,31 @@ async def _storage_mode(url: str) -> ResolvedMode:
     return mode
 
 
+_WRITER = web.AppKey("writer", BatchWriter)
+
+
+def _worker_zero(config: WorkerConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Return the cleanup context of what worker 0 alone runs: storage jobs, alerts."""
+
+    async def worker_zero(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if config.worker_index == 0:
+                url, mode = config.db.database_url, app[_WRITER].mode
+                if config.serve.run_jobs:
+                    await stack.enter_async_context(StorageJobs(url, config.storage, mode))
+                if config.alerts.run_alerts:
+                    await stack.enter_async_context(AlertService(url, config.alerts, mode))
+            yield
+
+    return worker_zero
+
+
 def create_app(config: WorkerConfig) -> web.Application:
     """Build the aiohttp application of one worker."""
     app = web.Application(
         client_max_size=config.http.http_max_body_bytes, middlewares=[problem_middleware]
     )
     app.add_routes(routes)
-    writer_key = web.AppKey("writer", BatchWriter)
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
         mode = await _storage_mode(config.db.database_url)
@@ -173,10 +194,11 @@ def create_app(config: WorkerConfig) -> web.Application:
                     max_future_skew_s=settings.max_future_skew_s,
                     max_items=settings.max_items_per_message,
                 ),
-                retention=timedelta(days=config.storage.retention_days),
+                retention=config.storage.retention,
+                metrics=writer.metric_keys,
             ),
         )
-        app[writer_key] = writer
+        app[_WRITER] = writer
         app[HTTP] = HttpIntake(
             intake=intake,
             settings=config.http,
@@ -226,14 +248,7 @@ def create_app(config: WorkerConfig) -> web.Application:
             # Acknowledge what is committed before the connections close.
             await intake.pipeline.drain()
 
-    async def jobs(app: web.Application) -> AsyncIterator[None]:
-        if not config.serve.run_jobs or config.worker_index != 0:
-            yield
-            return
-        async with StorageJobs(config.db.database_url, config.storage, app[writer_key].mode):
-            yield
-
-    app.cleanup_ctx.extend([storage, mqtt, jobs])
+    app.cleanup_ctx.extend([storage, mqtt, _worker_zero(config)])
     return app
 
 

@@ -168,6 +168,11 @@ class BatchWriter(AsyncResource):
         )
         return WriteResult(accepted, rows + typed_rows - accepted, per_set, typed_per_set)
 
+    @property
+    def metric_keys(self) -> MetricKeys:
+        """The metric dictionary of this writer (the accept step reads whether it is full)."""
+        return self._metric_keys
+
     async def write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         """Store dead letters alone (for messages that carried no valid reading)."""
         await self.write((), (), dead_letters)

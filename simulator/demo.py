@@ -18,7 +18,11 @@ Everything lives in the data directory (default ``./var``) and is reused by the 
     postgres/       the PostgreSQL cluster and its log
     mosquitto/      Mosquitto's configuration, persistence and log
     amqtt/          amqtt's configuration and log (it keeps nothing across restarts)
+    webhook-secret  the signing secret of the demo's webhook, mode 0600
     logs/           ingest.log, api.log
+
+It also makes two alert rules and a webhook pointed at a receiver of its own, which prints
+each notification it gets (:mod:`simulator.demo_alerts`).
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ from psycopg import sql
 from core.settings import MqttProtocol
 from simulator.accounting import Ledger
 from simulator.api_client import QueryApi
+from simulator.demo_alerts import DemoReceiver, ensure_alerts
 from simulator.demo_data import (
     admin_key,
     choose_port,
     clean,
     read_json,
+    read_secret,
     running_launcher,
     write_private,
 )
@@ -274,6 +280,8 @@ class _Demo:
             "MQTT_PROTOCOL": self.mqtt_protocol,
             "INGEST_HTTP_HOST": "127.0.0.1",
             "INGEST_HTTP_PORT": str(config.ingest_port),
+            "ALERT_API_URL": self.api_url,
+            "ALERT_EVAL_INTERVAL_S": "5",
         }
         ingest_args = ["ingest", "serve", "--workers", str(config.workers)]
         for name, args, child_env, url in (
@@ -286,6 +294,19 @@ class _Demo:
             self.children.append(child)
             self._record(name, child.proc.pid)
             await _wait_ready(child, f"{url}/readyz", session)
+
+    async def _start_alerts(self, session: aiohttp.ClientSession) -> None:
+        """Start the webhook receiver; make the alert rules and the webhook where missing."""
+        receiver = await self.stack.enter_async_context(DemoReceiver(self.say))
+        kept = await _in_thread(lambda: read_secret(self.data_dir / "webhook-secret"))
+        made, receiver.secret = await ensure_alerts(
+            session, self.api_url, self.key, receiver.url, kept
+        )
+        if receiver.secret != kept:
+            write_private(self.data_dir / "webhook-secret", receiver.secret)
+        if made:
+            self.say(f"made the alert rules {', '.join(made)} (GET /v1/alert-rules)")
+        self.say(f"webhook receiver on {receiver.url}: notifications print here as 'webhook: ...'")
 
     async def _start_fleet(self) -> asyncio.Task[Any]:
         """Register (first run) and start the simulated fleet; it is cancelled on the way out."""
@@ -327,6 +348,7 @@ class _Demo:
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         )
         await self._start_platform(pg.url_for(DATABASE), session)
+        await self._start_alerts(session)
         fleet_task = await self._start_fleet()
         self._print_banner(pg)
         return await self._watch(fleet_task, pg, session)
@@ -353,6 +375,7 @@ class _Demo:
             f"  MQTT broker  {self._broker_line()}",
             f"  database     {pg.url_for(DATABASE)}  ({storage})",
             f"  metrics      {ingest_url}/metrics (ingest), {api_url}/metrics (api)",
+            f"  alerts       {api_url}/v1/alerts (firing now), /v1/alerts/history, /v1/alert-rules",
             f"  logs         {self.logs}",
             "",
             f"API_ADMIN_KEY={key}",
@@ -363,6 +386,7 @@ class _Demo:
             f"  curl -s {auth} '{api_url}/v1/devices?limit=5'",
             f"  curl -s {auth} {api_url}/v1/devices/{first}/latest",
             f"  curl -s {auth} '{api_url}/v1/devices/{first}/readings?bucket=1m&agg=avg,min,max'",
+            f"  curl -s {auth} {api_url}/v1/alerts",
             f"  curl -s {ingest_url}/metrics | grep ^ingest_readings",
             "",
             "Ctrl-C stops everything; `make demo-clean` deletes the data.",

@@ -15,7 +15,15 @@ from typing import Any
 from simulator.errors import DemoError
 from simulator.services import pick_port, port_available
 
-__all__ = ["admin_key", "choose_port", "clean", "read_json", "running_launcher", "write_private"]
+__all__ = [
+    "admin_key",
+    "choose_port",
+    "clean",
+    "read_json",
+    "read_secret",
+    "running_launcher",
+    "write_private",
+]
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -27,6 +35,13 @@ def read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise DemoError(f"{path}: unreadable ({exc}); `make demo-clean` starts afresh") from exc
     return doc if isinstance(doc, dict) else {}
+
+
+def read_secret(path: Path) -> str | None:
+    """Return the secret kept in ``path``, or None when there is none."""
+    if not path.exists():
+        return None
+    return path.read_text().strip() or None
 
 
 def write_private(path: Path, text: str) -> None:

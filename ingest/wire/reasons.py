@@ -26,11 +26,13 @@ The values are a stable public contract, sent to devices and stored with dead le
   the intake).
 - ``not_a_child``: a gateway's item for a device that is not registered as its child (set
   by the intake); a device that is not a gateway gets ``device_mismatch`` instead.
+- ``too_many_metrics``: the item names a metric that is not stored yet, and the metric
+  dictionary is full (32,767 names; set by the intake).
 
 An item with several problems gets one reject, with the first reason of: device_mismatch,
 invalid_name, non_finite, unsupported_value, too_long, schema, future_timestamp. The
-intake's own checks follow, on items the parser accepted, in the order not_a_child,
-too_old, type_mismatch, unit_mismatch.
+intake's own checks follow, on items the parser accepted, in the order too_old,
+too_many_metrics, not_a_child, type_mismatch, unit_mismatch.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Reason(enum.StrEnum):
     TYPE_MISMATCH = "type_mismatch"
     UNIT_MISMATCH = "unit_mismatch"
     NOT_A_CHILD = "not_a_child"
+    TOO_MANY_METRICS = "too_many_metrics"
 
 
 @dataclass(frozen=True, slots=True)

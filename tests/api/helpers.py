@@ -31,7 +31,7 @@ async def refresh_rollups(url: str, storage_mode: str, now: datetime | None = No
         if storage_mode == "plain":
             await maintenance.refresh_rollups(conn, now or datetime.now(UTC) + timedelta(days=1))
         else:
-            for view in ("readings_1m", "readings_1h"):
+            for view in ("readings_1m", "readings_1h", "readings_1d"):
                 await conn.execute(
                     "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [view]
                 )

@@ -51,7 +51,15 @@ def test_whole_widths_of_a_rollup_are_one_row_per_bucket_others_are_grouped() ->
     assert buckets.plan(*day, 60, None) == one_row
     assert buckets.plan(*day, 300, None) == buckets.Plan("rollup_1m", *day)
     assert buckets.plan(*day, 3600, None) == replace(one_row, source="rollup_1h")
-    assert buckets.plan(*day, 86400, None) == buckets.Plan("rollup_1h", *day)
+    assert buckets.plan(*day, 7200, None) == buckets.Plan("rollup_1h", *day)
+    assert buckets.plan(*day, 86400, None).source == "raw"  # no whole day in it
+    days = (T - timedelta(hours=13), T + timedelta(days=2, hours=13))
+    assert buckets.plan(*days, 86400, None) == buckets.Plan(
+        "rollup_1d",
+        T - timedelta(hours=12),
+        T + timedelta(days=2, hours=12),
+        one_row_per_bucket=True,
+    )
     assert buckets.plan(*day, 30, None).source == "raw"
 
 
@@ -75,7 +83,7 @@ def test_a_rollup_serves_only_whole_rows_inside_the_range(
     if chosen.source == "raw":
         assert chosen.rollup_lo == chosen.rollup_hi
         return
-    step = 3600 if chosen.source == "rollup_1h" else 60
+    step = {"rollup_1d": 86400, "rollup_1h": 3600, "rollup_1m": 60}[chosen.source]
     assert seconds % step == 0
     assert start <= chosen.rollup_lo < chosen.rollup_hi <= end
     for edge in (chosen.rollup_lo, chosen.rollup_hi):

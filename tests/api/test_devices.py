@@ -123,7 +123,7 @@ async def test_delete_removes_device_readings_and_rollups(
     assert await fetch_all(db_url, "SELECT DISTINCT device_key FROM readings") == [(kept,)]
     assert await fetch_all(db_url, "SELECT DISTINCT device_key FROM latest_readings") == [(kept,)]
     if storage_mode == "plain":
-        for view in ("readings_1m", "readings_1h"):
+        for view in ("readings_1m", "readings_1h", "readings_1d"):
             rows = await fetch_all(db_url, f"SELECT DISTINCT device_key FROM {view}")
             assert rows == [(kept,)]
 

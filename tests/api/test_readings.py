@@ -114,7 +114,7 @@ CASES = [
     ("7m", "rollup_1m"),
     ("1h", "rollup_1h"),
     ("2h", "rollup_1h"),
-    ("1d", "rollup_1h"),
+    ("1d", "rollup_1d"),
     ("30s", "raw"),
     ("90s", "raw"),
 ]
@@ -142,11 +142,41 @@ async def test_buckets_equal_raw_aggregates_from_every_source(
                 body = await _bucketed(client, start, end, bucket)
                 _assert_matches(body, _expected(sets, start, end, seconds))
                 if refreshed or storage_mode == "timescale":
-                    # The shortest range holds no whole hour: raw serves it.
-                    whole = source != "rollup_1h" or end - start > timedelta(hours=2)
+                    # The shortest range holds no whole hour, none a whole day: raw serves it.
+                    whole = source == "rollup_1m" or (
+                        source == "rollup_1h" and end - start > timedelta(hours=2)
+                    )
                     assert body["source"] == (source if whole else "raw"), (bucket, start)
                 else:
                     assert body["source"] == "raw"
+
+
+async def test_day_buckets_come_from_the_daily_rollup(
+    client: TestClient,  # type: ignore[type-arg]
+    db_url: str,
+    storage_mode: str,
+) -> None:
+    sets: list[ReadingSet] = [(0, t, {"temperature": v}) for t, v in _days_of_readings(days=4)]
+    await load(db_url, storage_mode, "dev", sets)
+    await refresh_rollups(db_url, storage_mode)
+    day = T0.replace(hour=0)
+    for start, end in (
+        (day - timedelta(days=1), day + timedelta(days=3)),
+        (day - timedelta(hours=5, seconds=3), day + timedelta(days=2, hours=7)),
+    ):
+        body = await _bucketed(client, start, end, "1d")
+        assert body["source"] == "rollup_1d"
+        _assert_matches(body, _expected(sets, start, end, 86400))
+
+
+def _days_of_readings(days: int) -> list[tuple[datetime, float]]:
+    """A reading about every ten minutes for ``days`` days around T0."""
+    rng = random.Random(3)
+    t, out = T0 - timedelta(days=1, hours=3), []
+    while t < T0 + timedelta(days=days - 1):
+        out.append((t, rng.uniform(-10, 30)))
+        t += timedelta(seconds=rng.uniform(60, 1200))
+    return out
 
 
 @pytest.mark.parametrize("storage_mode", ["plain"])

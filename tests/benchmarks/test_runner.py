@@ -115,6 +115,16 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
             "raw_hour_11_months": {"p95_ms": 30.0},
             "raw_bytes_per_reading": 2.5,
         },
+        "alerts_eval": {
+            "path": "plain",
+            "devices": 10_000,
+            "rules": 1_000,
+            "pairs": 250_000,
+            "firing": 900,
+            "interval_s": 15.0,
+            "first_s": 1.2,
+            "median_s": 0.9,
+        },
         "fleet_aggregate": {
             "path": "plain",
             "devices": 1000,
@@ -131,9 +141,9 @@ def test_every_benchmark_turns_its_line_into_rows() -> None:
     # shared, vs hobby, 1 worker (no target), latency, cost model (no target) x 2, api a, b,
     # c (miss), device rss, cpu, commits, drain, console first paint, console data (miss),
     # scale: mqtt, http (miss), fleet, latest (miss), history: year (miss), 30 days, raw
-    # hour, bytes (no targets), fleet aggregate
+    # hour, bytes (no targets), alert evaluation, fleet aggregate
     assert met == [
         "yes", "**no**", "**no**", "**no**", "yes", "yes", "yes", "", "yes", "", "", "yes",
         "yes", "**no**", "yes", "yes", "yes", "yes", "yes", "**no**", "yes", "**no**", "yes",
-        "**no**", "**no**", "", "", "", "yes",
+        "**no**", "**no**", "", "", "", "yes", "yes",
     ]  # fmt: skip

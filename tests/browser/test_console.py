@@ -10,7 +10,7 @@ import asyncio
 import csv
 import math
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tests.api.conftest import ADMIN_KEY, api_settings
 from tests.api.helpers import serve_in_thread
 from tests.browser.conftest import Console, Shot
 from tests.browser.fleet import FEATURED, FEATURED_METRICS, MEMBERS, REJECTS, LoadedFleet
+from tests.ingest.alert_helpers import add_rule, evaluator
 
 pytestmark = pytest.mark.browser
 
@@ -322,3 +323,53 @@ def test_a_revoked_key_signs_out_with_a_message(
     )
     assert message.text == "The API no longer accepts your key (revoked?): sign in again."
     assert browser.execute_script("return sessionStorage.length") == 0
+
+
+async def _evaluate_offline_rule(db_url: str, heard_again: str | None = None) -> None:
+    """An offline rule over the fleet (made once), evaluated now; ``heard_again`` reports."""
+    async with evaluator(db_url, "plain") as ev:
+        if not await ev.rows("SELECT 1 FROM alert_rules"):
+            await add_rule(ev.conn, name="Gone quiet", kind="offline", severity="critical")
+        if heard_again is not None:
+            await ev.conn.execute(
+                "UPDATE devices SET last_seen = now() WHERE device_id = %s", [heard_again]
+            )
+        await ev.at(datetime.now(UTC))
+
+
+def test_the_alerts_page_shows_what_fires_and_what_happened(
+    console: Console, browser: webdriver.Chrome, shot: Shot
+) -> None:
+    asyncio.run(_evaluate_offline_rule(console.db_url))
+    quiet = timedelta(hours=1)
+    offline = sorted(m.device_id for m in MEMBERS if m.heard_ago and m.heard_ago > quiet)
+    sign_in(browser, console, console.read_key, "#/alerts")
+    firing = wait_for(
+        browser, "the firing alerts", lambda: values(browser, "#firing-table tr[data-device]")
+    )
+    assert sorted(firing) == offline
+    assert text(browser, "firing-count") == str(len(offline))
+    assert text(browser, "evaluated-at").startswith("Rules last evaluated")
+    events = values(browser, "#history-table tr[data-event]", "el.dataset.event")
+    assert events == ["firing"] * len(offline)
+    assert "Gone quiet" in browser.find_element(By.ID, "firing-table").text
+    shot("alerts")
+
+    # A device is heard again: the next evaluation resolves its alert, and the page,
+    # refreshing itself, shows it.
+    asyncio.run(_evaluate_offline_rule(console.db_url, heard_again=offline[0]))
+    wait_for(
+        browser,
+        "the resolution",
+        lambda: values(browser, "#firing-table tr[data-device]") == offline[1:],
+    )
+    wait_for(
+        browser,
+        "the resolution in the history",
+        lambda: (
+            values(browser, "#history-table tr[data-event]", "el.dataset.event")[0] == "resolved"
+        ),
+    )
+    Select(browser.find_element(By.ID, "severity-filter")).select_by_value("warning")
+    wait_for(browser, "an empty list", lambda: text(browser, "firing-count") == "0")
+    assert browser.current_url.endswith("#/alerts?severity=warning")

@@ -8,11 +8,10 @@ paths, at intervals that pick each source (raw, 1-minute rollup, 1-hour rollup).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
-import os
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,27 +19,28 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import prometheus
-from grafana_foundation_sdk.models.dashboard import Dashboard, Panel
-from psycopg import sql as pgsql
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from dashboards import DASHBOARDS, DEVICE_DETAIL, FLEET_OVERVIEW, queries
 from dashboards.build import filename, main, render
-from dashboards.common import UNIT_REF_ID
-from dashboards.sql import SqlFormat, SqlQuery
 from ingest.metrics import METRICS
 from ingest.records import DeadLetter, ReadingSet
 from tests.api.helpers import refresh_rollups
 from tests.dashboards.grafana import (
     BUILTIN_VARIABLES,
     MACROS,
-    TimeRange,
     variable_names,
 )
-from tests.dashboards.runner import GrafanaRunner, Rows, panels, run_sql
+from tests.dashboards.runner import (
+    INTERVALS,
+    Grafana,
+    check_dashboard,
+    panels,
+    read_only,
+    run_sql,
+)
+from tests.ingest.alert_helpers import add_rule, evaluator
 from tests.ingest.helpers import T0, add_device, open_writer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,20 +48,8 @@ DASHBOARD_DIR = ROOT / "dashboards"
 PROVISIONING = DASHBOARD_DIR / "provisioning"
 STABLE_UIDS = {"telemetry-fleet-overview", "telemetry-device-detail", "telemetry-ingestion-health"}
 
-RANGE = TimeRange(T0 - timedelta(hours=1), T0 + timedelta(hours=4))
-# One interval per source: raw readings, the 1-minute rollup, the 1-hour rollup.
-INTERVALS = (timedelta(seconds=10), timedelta(minutes=5), timedelta(hours=2))
-TAGS: dict[str, dict[str, str]] = {
-    "pump-1": {"site": "berlin", "room": "a"},
-    "pump-2": {"site": "berlin", "room": "b"},
-    "never-1": {"site": "paris"},
-}
 GAP = (T0 + timedelta(minutes=60), T0 + timedelta(minutes=75))
 TAIL_FROM = T0 + timedelta(minutes=160)
-
-# PostgreSQL type OIDs.
-TIMESTAMPTZ, TEXT, NUMERIC = 1184, 25, 1700
-NUMBERS = {20, 21, 23, 700, 701, NUMERIC}
 
 
 def _json_files() -> dict[str, dict[str, Any]]:
@@ -219,8 +207,18 @@ def test_promql_reads_metrics_that_ingest_exports() -> None:
 # --- every SQL query against data, on both storage paths --------------------------------
 
 
+TAGS: dict[str, dict[str, str]] = {
+    "pump-1": {"site": "berlin", "room": "a"},
+    "pump-2": {"site": "berlin", "room": "b"},
+    "never-1": {"site": "paris"},
+}
+
+
 def _readings(start: datetime, end: datetime, step: timedelta, metrics: int) -> list[ReadingSet]:
-    """Increasing values (so the newest readings hold the maximum); no readings in GAP."""
+    """Increasing values (so the newest readings hold the maximum); no readings in GAP.
+
+    With more than 2 metrics also a network byte counter, reset every 700 steps.
+    """
     sets: list[ReadingSet] = []
     t, i = start, 0
     while t < end:
@@ -228,6 +226,7 @@ def _readings(start: datetime, end: datetime, step: timedelta, metrics: int) -> 
             values = {"temperature": 20.0 + i * 0.01, "humidity": 40.0 + i * 0.02}
             if metrics > 2:
                 values |= {"latitude": 48.1 + i * 1e-6, "longitude": 11.5 - i * 1e-6}
+                values["eth0_rx_bytes"] = float(i % 700 * 1500 + 7)
             sets.append((0, t, values))
         t += step
         i += 1
@@ -273,79 +272,19 @@ async def _load(url: str, storage_mode: str) -> dict[str, list[ReadingSet]]:
             " SELECT %s, metric_key, '°C' FROM metrics WHERE name = 'temperature'",
             [keys["pump-1"]],
         )
+    await _alerts(url, storage_mode)
     return data
 
 
-def _check_columns(
-    panel: Panel, target: SqlQuery, names: list[str], types: list[int], rows: Rows
-) -> None:
-    where = f"{panel.title!r}"
-    assert tuple(names) == target.columns, f"{where} returns {names}"
-    assert rows, f"{where} returned no rows"
-    typed = dict(zip(names, types, strict=True))
-    if target.format == SqlFormat.TIME_SERIES:
-        assert names[0] == "time"
-        assert typed["time"] in {TIMESTAMPTZ, NUMERIC, 701}
-        for name in names[1:]:
-            assert typed[name] == TEXT if name == "metric" else typed[name] in NUMBERS, name
-    if panel.type_val == "geomap":
-        assert typed["latitude"] in NUMBERS
-        assert typed["longitude"] in NUMBERS
-
-
-def _check_references(panel: Panel, names: set[str]) -> None:
-    """The fields a panel configures are among those its queries return."""
-    where = f"{panel.title!r}"
-    saved = json.loads(json.dumps(panel, cls=JSONEncoder))
-    overrides = saved.get("fieldConfig", {}).get("overrides", [])
-    referenced = {o["matcher"]["options"] for o in overrides if o["matcher"]["id"] == "byName"}
-    for layer in saved.get("options", {}).get("layers", []):
-        referenced |= {layer["location"]["latitude"], layer["location"]["longitude"]}
-        referenced.add(layer["config"]["style"]["color"]["field"])
-    assert referenced <= names, f"{where} configures fields it does not get: {referenced}"
-
-
-async def _check_dashboard(
-    grafana: GrafanaRunner, dashboard: Dashboard, choose: dict[str, str]
-) -> dict[tuple[str, timedelta] | tuple[str, timedelta, str], Rows]:
-    """Run every SQL target at every interval; return rows by (panel title, interval)."""
-    await grafana.resolve(dashboard, choose)
-    results: dict[tuple[str, timedelta] | tuple[str, timedelta, str], Rows] = {}
-    for panel in panels(dashboard):
-        assert panel.title is not None
-        returned: set[str] = set()
-        for target in panel.targets or []:
-            if not isinstance(target, SqlQuery):
-                continue
-            for requested in INTERVALS:
-                for values in grafana.scopes(panel):
-                    interval = grafana.interval(panel, requested, values)
-                    sql = grafana.expand(target.raw_sql, interval, values)
-                    names, types, rows = await run_sql(grafana.conn, sql)
-                    _check_columns(panel, target, names, types, rows)
-                    returned |= set(names)
-                    key = (panel.title, requested)
-                    results[(*key, "unit") if target.ref_id == UNIT_REF_ID else key] = rows
-        if returned:
-            _check_references(panel, returned)
-    return results
-
-
-@asynccontextmanager
-async def _read_only(conn: psycopg.AsyncConnection[TupleRow]) -> AsyncIterator[None]:
-    """Act as Grafana's role does: SELECT on the tables (and views) of the schema, no more."""
-    role = pgsql.Identifier(f"grafana_ro_{os.getpid()}")
-    await conn.execute(pgsql.SQL("CREATE ROLE {} NOLOGIN").format(role))
-    try:
-        await conn.execute(
-            pgsql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(role)
-        )
-        await conn.execute(pgsql.SQL("SET ROLE {}").format(role))
-        yield
-    finally:
-        await conn.execute("RESET ROLE")
-        await conn.execute(pgsql.SQL("DROP OWNED BY {}").format(role))
-        await conn.execute(pgsql.SQL("DROP ROLE {}").format(role))
+async def _alerts(url: str, storage_mode: str) -> None:
+    """Alerts as the evaluator leaves them: at T0+20m pump-1 is too warm (21.2 > 21) and
+    pump-2 silent (last heard at T0); at T0+55m pump-2 is too warm as well (21.1)."""
+    async with evaluator(url, storage_mode) as ev:
+        await add_rule(ev.conn, name="Warm", metric="temperature", agg="max", window_s=60,
+                       op=">", threshold=21.0)  # fmt: skip
+        await add_rule(ev.conn, name="Silent", kind="offline", severity="critical")
+        await ev.at(T0 + timedelta(minutes=20))
+        await ev.at(T0 + timedelta(minutes=55))
 
 
 @pytest.fixture
@@ -362,16 +301,17 @@ async def test_every_query_runs_and_returns_its_columns(
     engines = [False, True] if storage_mode == "timescale" else [False]
     async with (
         await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-        _read_only(conn),
+        read_only(conn),
     ):
         for timescaledb in engines:
-            grafana = GrafanaRunner(conn, RANGE, timescaledb=timescaledb)
-            fleet = await _check_dashboard(grafana, FLEET_OVERVIEW, {})
-            device = await _check_dashboard(grafana, DEVICE_DETAIL, {"device": "pump-1"})
+            grafana = Grafana(conn, timescaledb)
+            fleet = await check_dashboard(grafana, FLEET_OVERVIEW, {})
+            device = await check_dashboard(grafana, DEVICE_DETAIL, {"device": "pump-1"})
             for dashboard in DASHBOARDS:
                 if dashboard not in (FLEET_OVERVIEW, DEVICE_DETAIL):
-                    await _check_dashboard(grafana, dashboard, {})
+                    await check_dashboard(grafana, dashboard, {})
             assert grafana.values["metric"].value == (
+                "eth0_rx_bytes",
                 "humidity",
                 "latitude",
                 "longitude",
@@ -403,6 +343,25 @@ async def test_every_query_runs_and_returns_its_columns(
     assert device["Status", INTERVALS[0]][0][0] == "online"
     # The axis shows the device's unit of the metric (the last copy's: temperature).
     assert device["$metric", INTERVALS[0], "unit"] == [("°C",)]
+    firing = fleet["Firing alerts", INTERVALS[0]]
+    assert [(r[1], r[2], r[3], r[5]) for r in firing] == [
+        ("critical", "Silent", "pump-2", "no"),
+        ("warning", "Warm", "pump-2", "no"),
+        ("warning", "Warm", "pump-1", "no"),
+    ]
+    assert device["Alert events", timedelta(0)] == [
+        (T0 + timedelta(minutes=20), "firing: Warm (value 21.2)", "warning,firing")
+    ]
+    # Rate times bucket width adds up to the counter's increase, its reset included (the
+    # panel's buckets are at least $resolution, 20 s).
+    counter = [v["eth0_rx_bytes"] for _, _, v in data["pump-1"]]
+    increase = sum(b - a if b >= a else b for a, b in itertools.pairwise(counter))
+    for interval in INTERVALS[:2]:
+        rows = device["Network throughput", interval]
+        assert {r[1] for r in rows} == {"eth0_rx_bytes"}
+        width = max(interval, timedelta(seconds=20)).total_seconds()
+        total = sum(float(r[2]) * width for r in rows if r[2] is not None)
+        assert total == pytest.approx(increase, rel=1e-12), interval
 
 
 def _in_gap(bucket: object) -> bool:
@@ -417,7 +376,7 @@ async def test_each_source_counts_every_reading(db_url: str, storage_mode: str) 
     await refresh_rollups(db_url, storage_mode)
     stored = sum(len(v) for sets in data.values() for _, _, v in sets)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        grafana = GrafanaRunner(conn, RANGE, timescaledb=False)
+        grafana = Grafana(conn, timescaledb=False)
         await grafana.resolve(FLEET_OVERVIEW, {})
         # The fleet-wide rate reads rollups only (its panel's min interval is 1m).
         for interval in INTERVALS[1:]:
@@ -436,8 +395,7 @@ async def test_the_tag_panel_averages_a_metric_across_the_tag_by_group(
     choose = {"tag": "site:berlin", "group_by": "room", "fleet_metric": "temperature"}
     title = "$fleet_metric by $group_by ($tag)"
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        grafana = GrafanaRunner(conn, RANGE, timescaledb=False)
-        fleet = await _check_dashboard(grafana, FLEET_OVERVIEW, choose)
+        fleet = await check_dashboard(Grafana(conn, timescaledb=False), FLEET_OVERVIEW, choose)
     for interval in INTERVALS:
         rows = fleet[title, interval]
         seconds = interval.total_seconds()
@@ -447,7 +405,6 @@ async def test_the_tag_panel_averages_a_metric_across_the_tag_by_group(
                 bucket = ts.timestamp() // seconds * seconds
                 expected.setdefault((bucket, room), []).append(values["temperature"])
         got = {(_epoch(r[0]), r[1]): float(r[2]) for r in rows}
-        # Grafana asks for the dashboard's range only: compare the buckets it returned.
         assert got
         for key, avg in got.items():
             assert avg == pytest.approx(sum(expected[key]) / len(expected[key])), (interval, key)

@@ -14,7 +14,7 @@ import dashboards.build
 from dashboards.build import main, render
 from dashboards.datasources import PG, PROM
 from dashboards.references import DashboardError
-from dashboards.sql import Sql, SqlFormat
+from dashboards.sql import Sql, SqlAnnotation, SqlFormat
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,6 +90,19 @@ def test_a_variable_naming_a_missing_datasource_fails_the_build() -> None:
     variable = dashboard.QueryVariable("device").datasource(DataSourceRef("postgres", "pg"))
     with pytest.raises(DashboardError, match="variable 'device' names datasource"):
         render([_dashboard(variables=(variable,))])
+
+
+def test_an_annotation_naming_a_missing_variable_fails_the_build() -> None:
+    annotation = (
+        dashboard.AnnotationQuery()
+        .name("Events")
+        .datasource(PG)
+        .target(SqlAnnotation("SELECT $nope AS time", ("time",)))
+    )
+    board = _dashboard()
+    board.annotations.list_val = [annotation.build()]
+    with pytest.raises(DashboardError, match=r"annotation 'Events' uses \$nope,"):
+        render([board])
 
 
 def test_a_panel_with_queries_and_no_datasource_fails_the_build() -> None:

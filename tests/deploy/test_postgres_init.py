@@ -58,8 +58,16 @@ def test_grafana_reads_everything_and_writes_nothing(
         assert conn.execute("SELECT count(*) FROM readings").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM devices").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM readings_1h").fetchone() == (0,)
+        # What the dashboards read of alerts, but not the webhooks' signing secrets.
+        assert conn.execute("SELECT count(*) FROM alert_states").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM alert_events").fetchone() == (0,)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute("INSERT INTO devices (device_id) VALUES ('x')")
+    with (
+        psycopg.connect(grafana) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("SELECT secret FROM alert_webhooks")
     with (
         psycopg.connect(grafana, options="-c default_transaction_read_only=off") as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege),

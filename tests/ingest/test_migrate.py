@@ -14,6 +14,7 @@ from ingest.settings import StorageSettings
 from tests.ingest.helpers import T0, fetch_all, mode_of, open_writer
 from tests.support.db import DatabaseServer
 
+DAY = timedelta(days=1)
 TABLES = {"devices", "metrics", "readings", "dead_letters", "api_keys", "storage_settings"}
 
 
@@ -97,6 +98,80 @@ async def test_upgrade_from_previous_version_seeds_latest_readings(
     assert rows == [(1, 1, T0, 1000.0), (1, 2, T0, 1000.0), (2, 1, T0, 2000.0)]
 
 
+async def test_upgrade_to_the_daily_rollup_rolls_up_the_days_stored(
+    empty_db_url: str, storage_mode: str
+) -> None:
+    settings = StorageSettings(storage_mode=mode_of(storage_mode))
+    daily = {name: v for v, name in MIGRATIONS}["rollup_1d"]
+    await migrate(empty_db_url, settings, target=daily - 1)
+    day = T0.replace(hour=0)
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO devices (device_id) VALUES ('old-1')")
+        await conn.execute("INSERT INTO metrics (name) VALUES ('t')")
+        if storage_mode == "plain":
+            await maintenance.create_day_partitions(conn, [day.date(), (day + DAY).date()])
+        # Two days, a reading every 10 minutes, valued by its index.
+        await conn.execute(
+            "INSERT INTO readings SELECT %s + make_interval(secs => g * 600), 1, 1, g"
+            " FROM generate_series(0, 287) g",
+            [day],
+        )
+        if storage_mode == "plain":  # the hours as the previous version rolled them up
+            await conn.execute(
+                "INSERT INTO readings_1h SELECT date_trunc('hour', time), device_key,"
+                " metric_key, count(*), sum(value), min(value), max(value), min(value),"
+                " max(value) FROM readings GROUP BY 1, 2, 3"  # values rise: first is min
+            )
+    await migrate(empty_db_url, settings)
+    rows = await fetch_all(
+        empty_db_url, "SELECT bucket, count, sum, min, max, first, last FROM readings_1d ORDER BY 1"
+    )
+    assert rows == [
+        (day, 144, float(sum(range(144))), 0.0, 143.0, 0.0, 143.0),
+        (day + DAY, 144, float(sum(range(144, 288))), 144.0, 287.0, 144.0, 287.0),
+    ]
+
+
+_OLD_ROLLUP = """
+INSERT INTO {view} SELECT date_trunc({unit}, time, 'UTC'), device_key, metric_key, count(*),
+       sum(value), min(value), max(value), (array_agg(value ORDER BY time))[1],
+       (array_agg(value ORDER BY time DESC))[1]
+FROM readings GROUP BY 1, 2, 3
+"""
+
+
+async def test_upgrade_to_counter_rollups_finds_the_resets_of_stored_readings(
+    empty_db_url: str, storage_mode: str
+) -> None:
+    settings = StorageSettings(storage_mode=mode_of(storage_mode))
+    counters = {name: v for v, name in MIGRATIONS}["counter_rollups"]
+    await migrate(empty_db_url, settings, target=counters - 1)
+    async with await psycopg.AsyncConnection.connect(empty_db_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO devices (device_id) VALUES ('old-1')")
+        await conn.execute("INSERT INTO metrics (name) VALUES ('rx_bytes')")
+        if storage_mode == "plain":
+            await maintenance.create_day_partitions(conn, [T0.date()])
+        # Resets after 150 (minute 0) and after 80 (minute 1).
+        await conn.execute(
+            "INSERT INTO readings SELECT %s + make_interval(secs => s), 1, 1, v"
+            " FROM (VALUES (0, 100), (20, 150), (40, 30), (59, 50), (70, 80), (100, 10),"
+            " (119, 25)) r(s, v)",
+            [T0],
+        )
+        if storage_mode == "plain":  # the rollups as the previous version made them
+            for view, unit in (("1m", "minute"), ("1h", "hour"), ("1d", "day")):
+                old = _OLD_ROLLUP.format(view=f"readings_{view}", unit=f"'{unit}'")
+                await conn.execute(old.encode())
+    await migrate(empty_db_url, settings)
+    for view, expected in (
+        ("readings_1m", [(T0, 150.0), (T0 + timedelta(minutes=1), 80.0)]),
+        ("readings_1h", [(T0, 230.0)]),
+        ("readings_1d", [(T0.replace(hour=0), 230.0)]),
+    ):
+        rows = await fetch_all(empty_db_url, f"SELECT bucket, resets FROM {view} ORDER BY 1")
+        assert rows == expected, view
+
+
 @pytest.mark.timescale
 async def test_storage_path_cannot_be_switched(empty_db_url: str) -> None:
     await migrate(empty_db_url, StorageSettings(storage_mode="plain"))
@@ -135,7 +210,7 @@ async def test_timescale_policies_follow_the_settings(empty_db_url: str) -> None
         "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
         " ORDER BY 1",
     )
-    assert caggs == [("readings_1h", False), ("readings_1m", False)]
+    assert caggs == [("readings_1d", False), ("readings_1h", False), ("readings_1m", False)]
 
 
 async def test_upgrade_from_version_5_keeps_the_data_and_types_it_as_numbers(

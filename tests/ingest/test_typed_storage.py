@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from core.retention import Retention
 from ingest import maintenance
 from ingest.migrate import migrate
 from ingest.records import TypedSet
@@ -40,7 +41,9 @@ async def test_retention_drops_old_typed_rows(db_url: str, storage_mode: str) ->
         await writer.write([], typed=[(dev, old, {"mode": "a"}), (dev, recent, {"mode": "b"})])
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         if storage_mode == "plain":
-            result = await maintenance.apply_retention(conn, now, 10, 30, plain=True)
+            result = await maintenance.apply_retention(
+                conn, now, Retention(10, 10, 10, 10), 30, plain=True
+            )
             assert maintenance.partition_name(old.date(), "readings_typed") in (
                 result.dropped_partitions
             )

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from core.retention import Retention
 from ingest import maintenance
 from ingest.errors import StorageDataError, StorageUnavailableError
 from ingest.records import DeadLetter, DeviceUpdate
@@ -118,7 +119,7 @@ async def _refresh(url: str, storage_mode: str) -> None:
         if storage_mode == "plain":
             await maintenance.refresh_rollups(conn, datetime.now(UTC) + timedelta(days=1))
         else:
-            for view in ("readings_1m", "readings_1h"):
+            for view in ("readings_1m", "readings_1h", "readings_1d"):
                 await conn.execute(
                     "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", [view]
                 )
@@ -136,7 +137,11 @@ FROM {view} ORDER BY 1, 2, 3
 
 
 async def _assert_rollups_match_raw(url: str) -> None:
-    for unit, view in (("'minute'", "readings_1m"), ("'hour'", "readings_1h")):
+    for unit, view in (
+        ("'minute'", "readings_1m"),
+        ("'hour'", "readings_1h"),
+        ("'day'", "readings_1d"),
+    ):
         raw = await fetch_all(url, RAW.format(unit=unit))
         rolled = await fetch_all(url, ROLLUP.format(view=view))
         assert len(rolled) == len(raw)
@@ -185,6 +190,9 @@ async def test_plain_rollup_watermark_leaves_the_current_minute_to_raw(
     assert await fetch_all(db_url, "SELECT count(*) FROM rollup_dirty") == [(1,)]
 
 
+TEN_DAYS = Retention(10, 10, 10, 10)
+
+
 async def test_retention_drops_old_data(db_url: str, storage_mode: str) -> None:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         dev = await add_device(conn, "r")
@@ -198,21 +206,21 @@ async def test_retention_drops_old_data(db_url: str, storage_mode: str) -> None:
     await _refresh(db_url, storage_mode)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         if storage_mode == "plain":
-            result = await maintenance.apply_retention(conn, now, 10, 30, plain=True)
+            result = await maintenance.apply_retention(conn, now, TEN_DAYS, 30, plain=True)
             assert maintenance.partition_name((now - timedelta(days=20)).date()) in (
                 result.dropped_partitions
             )
         else:
             await conn.execute("SELECT drop_chunks('readings', older_than => interval '10 days')")
-            for view in ("readings_1m", "readings_1h"):
+            for view in ("readings_1m", "readings_1h", "readings_1d"):
                 await conn.execute(
                     "SELECT drop_chunks(%s::regclass, older_than => interval '10 days')", [view]
                 )
-            result = await maintenance.apply_retention(conn, now, 10, 30, plain=False)
+            result = await maintenance.apply_retention(conn, now, TEN_DAYS, 30, plain=False)
         assert result.dead_letters_deleted == 1
     assert await fetch_all(db_url, "SELECT count(*) FROM readings") == [(20,)]
     old = now - timedelta(days=10)
-    for view in ("readings_1m", "readings_1h"):
+    for view in ("readings_1m", "readings_1h", "readings_1d"):
         rows = await fetch_all(
             db_url, f"SELECT count(*) FROM {view} WHERE bucket < '{old.isoformat()}'"
         )

@@ -145,11 +145,26 @@ def operations(api_url: str) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
+def concrete(template: str) -> str:
+    """The path of a route template, every parameter filled in (ids of rows that may not exist:
+    the key is checked first)."""
+    fills = (
+        ("{device_id}", "sec-a"),
+        ("{child_id}", "sec-b"),
+        ("{rule_id}", "1"),
+        ("{webhook_id}", "1"),
+    )
+    for name, value in fills:
+        template = template.replace(name, value)
+    assert "{" not in template, template
+    return template
+
+
 def test_a_read_key_gets_403_on_every_admin_or_write_route(api: str, plain_db_url: str) -> None:
     read_key = new_key(plain_db_url, "read")
     checked = []
     for method, template, operation in operations(api):
-        path = template.replace("{device_id}", "sec-a").replace("{child_id}", "sec-b")
+        path = concrete(template)
         if method != "GET":
             # Writes are for admins only, so their documentation must say 403.
             assert "403" in operation["responses"], (method, template)
@@ -172,7 +187,7 @@ def test_every_keyed_route_refuses_a_missing_or_unknown_key(api: str) -> None:
     for method, template, operation in operations(api):
         if "401" not in operation["responses"]:
             continue
-        path = template.replace("{device_id}", "sec-a").replace("{child_id}", "sec-b")
+        path = concrete(template)
         for headers in ({}, {"Authorization": "Bearer ak_unknown"}, {"Authorization": "Basic x"}):
             status, answer = request(api, method, path, None, headers)
             assert (status, answer["error"]) == (401, "unauthorized"), (method, template)

@@ -1,8 +1,9 @@
 """``python -m simulator demo`` as a user runs it: start, data flowing, Ctrl-C, run again.
 
 The first run starts everything on a fresh data directory with a small fleet, waits for
-readings to be stored (seen through the query API with the key it printed), and is
-stopped with SIGINT: exit 0 and none of its processes (PostgreSQL, broker, ingest and its
+readings to be stored (seen through the query API with the key it printed), sees its
+alert rules and its webhook receiver print a signed notification of a device running hot,
+and is stopped with SIGINT: exit 0 and none of its processes (PostgreSQL, broker, ingest and its
 workers, API) left. The second run on the same directory, without MQTT, must show the
 first run's readings and accept the same admin key; then ``--clean`` removes it all.
 A run forced to ``--broker amqtt`` (what a machine without Mosquitto gets) carries the
@@ -38,6 +39,7 @@ from simulator.errors import ServiceNotInstalledError
 from simulator.services import AmqttServer, free_port
 
 DEVICES = 10
+RECEIVER = "webhook receiver on http://127.0.0.1:"
 
 
 class Launcher:
@@ -89,6 +91,15 @@ class Launcher:
     def api(self, path: str, key: str) -> Any:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.api_port}{path}", headers={"Authorization": f"Bearer {key}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def post(self, port: int, path: str, token: str, body: object) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             return json.loads(resp.read())
@@ -177,6 +188,24 @@ def test_demo_runs_stops_cleanly_and_keeps_its_data(data_dir: Path) -> None:
         assert fleet["devices"]["total"] == DEVICES
         kept = first.api("/v1/devices/demo-00000/readings?limit=1", key)["readings"][0]
         first.wait_for("[")  # the live summary
+        # The demo's alert rules, and its receiver printing a signed notification: a device
+        # of the environmental kind runs hot (as the simulator's anomalies make them).
+        rules = first.api("/v1/alert-rules", key)["rules"]
+        assert {r["name"] for r in rules} == {"Temperature spike", "Device offline"}
+        assert any(
+            line.startswith("webhook receiver on http://127.0.0.1:") for line in first.output
+        )
+        hot = first.post(
+            first.api_port,
+            "/v1/devices",
+            key,
+            {"device_id": "hot-1", "metadata": {"profile": "environmental"}},
+        )
+        first.post(
+            first.ingest_port, "/v1/telemetry", hot["token"], {"values": {"temperature": 60}}
+        )
+        line = first.wait_for("webhook: FIRING 'Temperature spike' (warning) on hot-1: value 60")
+        assert line.endswith("[signature ok]")
         processes = _processes(data_dir, psutil.Process(first.proc.pid))
         assert len(processes) >= 6  # postgres (and its workers), mosquitto, api, ingest, worker
         assert first.stop() == 0
@@ -198,7 +227,11 @@ def test_demo_runs_stops_cleanly_and_keeps_its_data(data_dir: Path) -> None:
             "HTTP-only devices stored",
             lambda: second.latest("demo-http-00000", key),
         )
-        assert second.api("/v1/fleet", key)["devices"]["total"] == 2 * DEVICES
+        # Both fleets, and the device that ran hot.
+        assert second.api("/v1/fleet", key)["devices"]["total"] == 2 * DEVICES + 1
+        # The rules were kept; the webhook follows the receiver to its new port.
+        assert not any(line.startswith("made the alert rules") for line in second.output)
+        assert any(line.startswith(RECEIVER) for line in second.output)
         assert second.stop() == 0
     finally:
         second.kill()

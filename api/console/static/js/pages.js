@@ -6,15 +6,13 @@
 //                             for the console to show (a page handles what it expects)
 //     { leave?(): void }      called when another page replaces it
 // ctx.refresh() asks for a refresh now (after the user changed a filter, say).
-//
-// An Alerts page joins this list once the API serves GET /v1/alerts and
-// GET /v1/alerts/history: a pages/alerts.js of the same shape, and nothing else changes.
 
+import { alertsPage } from "./pages/alerts.js";
 import { devicePage } from "./pages/device.js";
 import { fleetPage } from "./pages/fleet.js";
 import { rejectsPage } from "./pages/rejects.js";
 
-export const PAGES = [fleetPage, rejectsPage, devicePage];
+export const PAGES = [fleetPage, alertsPage, rejectsPage, devicePage];
 
 /** The page a route names; the fleet for anything unknown. */
 export function pageFor(parts) {
