@@ -10,7 +10,8 @@ becomes a dead letter with its reason, detail and raw payload (the item's own JS
 can be cut out, else the whole message), committed in the same batch as the readings.
 
 Besides what the parser checks, an item is rejected here when it is older than the
-retention (``too_old``), when a gateway names a device that is not its child
+retention (``too_old``), when it names a new metric while the metric dictionary is full
+(``too_many_metrics``), when a gateway names a device that is not its child
 (``not_a_child``), when a value is not of its metric's type (``type_mismatch``) or a unit
 is not the device's unit of the metric (``unit_mismatch``), in that order. Items of
 numbers only, of the sender itself and for metrics known to hold numbers, take a short
