@@ -20,7 +20,7 @@ import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Literal, LiteralString
+from typing import Any, Literal, LiteralString, TypeVar
 
 import psycopg
 from psycopg import AsyncConnection, errors
@@ -290,22 +290,15 @@ class BatchWriter(AsyncResource):
             known.update(days)
 
 
+_V = TypeVar("_V")
+
+
 async def _merge(
     conn: AsyncConnection[TupleRow], sets: Sequence[ReadingSet], keys: Mapping[str, int]
 ) -> list[ReadingSet]:
     """Move the staged rows into readings, skipping duplicates; return the new rows."""
     cur = await conn.execute(statements.MERGE_STAGING)
-    stored = set(await cur.fetchall())
-    new_sets: list[ReadingSet] = []
-    for device_key, ts, values in sets:
-        new = {}
-        for name, value in values.items():
-            key = (device_key, keys[name], ts)
-            if key in stored:
-                stored.discard(key)  # a key twice in one batch counts once
-                new[name] = value
-        new_sets.append((device_key, ts, new))
-    return new_sets
+    return _stored_only(sets, keys, set(await cur.fetchall()))
 
 
 async def _insert_typed(
@@ -326,16 +319,25 @@ async def _insert_typed(
     stored = set(await cur.fetchall())
     if len(stored) == len(times):
         return None
-    new_typed: list[TypedSet] = []
-    for device_key, ts, values in typed:
+    return _stored_only(typed, keys, stored)
+
+
+def _stored_only(
+    sets: Sequence[tuple[int, datetime, Mapping[str, _V]]],
+    keys: Mapping[str, int],
+    stored: set[tuple[Any, ...]],
+) -> list[tuple[int, datetime, Mapping[str, _V]]]:
+    """Each set with only the values whose (device, metric, time) key was ``stored``."""
+    kept: list[tuple[int, datetime, Mapping[str, _V]]] = []
+    for device_key, ts, values in sets:
         new = {}
         for name, value in values.items():
             key = (device_key, keys[name], ts)
             if key in stored:
                 stored.discard(key)  # a key twice in one batch counts once
                 new[name] = value
-        new_typed.append((device_key, ts, new))
-    return new_typed
+        kept.append((device_key, ts, new))
+    return kept
 
 
 async def _update_attributes(
