@@ -86,7 +86,19 @@ INSERT INTO rollup_dirty (minute) SELECT to_timestamp(m * 60) FROM unnest(%s::in
 """
 # A gap is a jump of the sequence past the last one seen (a lower seq is a redelivery or a
 # device restart, not a gap); gaps inside the batch are counted by the caller.
+#
+# Concurrent writers update the same devices: each locks its rows in key order first
+# (``locked``), because an UPDATE's join visits rows in whatever order its plan has (a hash
+# join: the table's physical order), and two writers that meet shared rows in different
+# orders deadlock until PostgreSQL aborts one after deadlock_timeout (a second's stall).
 UPDATE_DEVICES: Final = """
+WITH u AS (
+    SELECT * FROM unnest(%s::int4[], %s::timestamptz[], %s::int8[], %s::int8[], %s::int8[])
+        AS u(device_key, last_seen, first_seq, last_seq, gaps)
+), locked AS (
+    SELECT device_key FROM devices WHERE device_key IN (SELECT device_key FROM u)
+    ORDER BY device_key FOR NO KEY UPDATE
+)
 UPDATE devices d
 SET last_seen = greatest(d.last_seen, u.last_seen),
     seq_gaps = d.seq_gaps + u.gaps
@@ -98,8 +110,7 @@ SET last_seen = greatest(d.last_seen, u.last_seen),
                     WHEN d.last_seq IS NULL OR u.last_seq > d.last_seq OR u.first_seq <= 1
                     THEN u.last_seq
                     ELSE d.last_seq END
-FROM unnest(%s::int4[], %s::timestamptz[], %s::int8[], %s::int8[], %s::int8[])
-     AS u(device_key, last_seen, first_seq, last_seq, gaps)
+FROM u JOIN locked USING (device_key)
 WHERE d.device_key = u.device_key
 """
 INSERT_DEAD_LETTER: Final = """
@@ -134,9 +145,17 @@ JOIN metric_units mu ON mu.device_key = u.d AND mu.metric_key = m.metric_key
 """
 # What a device reports about itself replaces what it reported before; attributes_at says
 # since when they are as they are. The same report again (a retained message delivered
-# anew when the ingest subscribes) writes nothing. Key order is lock order.
+# anew when the ingest subscribes) writes nothing. Rows locked in key order, as for
+# UPDATE_DEVICES.
 UPDATE_ATTRIBUTES: Final = """
+WITH u AS (
+    SELECT * FROM unnest(%s::int4[], %s::jsonb[], %s::timestamptz[])
+        AS u(device_key, attributes, at)
+), locked AS (
+    SELECT device_key FROM devices WHERE device_key IN (SELECT device_key FROM u)
+    ORDER BY device_key FOR NO KEY UPDATE
+)
 UPDATE devices d SET attributes = u.attributes, attributes_at = u.at
-FROM unnest(%s::int4[], %s::jsonb[], %s::timestamptz[]) AS u(device_key, attributes, at)
+FROM u JOIN locked USING (device_key)
 WHERE d.device_key = u.device_key AND d.attributes IS DISTINCT FROM u.attributes
 """

@@ -245,15 +245,14 @@ class BatchWriter(AsyncResource):
                 minutes = {int(ts.timestamp()) // 60 for _, ts, _ in sets}
                 await cur.execute(statements.MARK_DIRTY, [sorted(minutes)])
             if devices:
-                ordered = sorted(devices, key=lambda d: d.device_key)  # lock order: no deadlocks
                 await cur.execute(
                     statements.UPDATE_DEVICES,
                     [
-                        [d.device_key for d in ordered],
-                        [d.last_seen for d in ordered],
-                        [d.first_seq for d in ordered],
-                        [d.last_seq for d in ordered],
-                        [d.seq_gaps for d in ordered],
+                        [d.device_key for d in devices],
+                        [d.last_seen for d in devices],
+                        [d.first_seq for d in devices],
+                        [d.last_seq for d in devices],
+                        [d.seq_gaps for d in devices],
                     ],
                 )
             if batch.attributes:
@@ -343,19 +342,18 @@ def _stored_only(
 async def _update_attributes(
     conn: AsyncConnection[TupleRow], reports: Sequence[AttributeReport]
 ) -> None:
-    """Store each device's newest report of the batch, in key order (the lock order)."""
+    """Store each device's newest report of the batch (one row per device: the SQL locks)."""
     newest: dict[int, AttributeReport] = {}
     for report in reports:
         known = newest.get(report.device_key)
         if known is None or report.received_at >= known.received_at:
             newest[report.device_key] = report
-    ordered = [newest[key] for key in sorted(newest)]
     await conn.execute(
         statements.UPDATE_ATTRIBUTES,
         [
-            [r.device_key for r in ordered],
-            [r.attributes for r in ordered],
-            [r.received_at for r in ordered],
+            list(newest),
+            [r.attributes for r in newest.values()],
+            [r.received_at for r in newest.values()],
         ],
     )
 

@@ -15,6 +15,7 @@ from ingest import maintenance
 from ingest.errors import StorageDataError, StorageUnavailableError
 from ingest.records import DeadLetter, DeviceUpdate
 from ingest.writer import BatchWriter
+from tests.e2e.helpers import wait_until
 from tests.ingest.helpers import T0, add_device, fetch_all, open_writer, series
 from tests.support.proxy import TcpProxy
 
@@ -106,6 +107,49 @@ async def test_device_bookkeeping_and_dead_letters_commit_with_the_batch(
         db_url,
         "SELECT source, device_id, item_index, reason, payload FROM dead_letters ORDER BY id",
     ) == [("mqtt", "bk", 3, "schema", b'{"x":1}'), ("http", None, None, "malformed_json", b"{")]
+
+
+@pytest.mark.parametrize("table_order", ["key order", "reversed"])
+async def test_writers_lock_shared_devices_in_key_order(
+    db_url: str, storage_mode: str, table_order: str
+) -> None:
+    """Two workers' batches name the same devices: each locks them lowest key first.
+
+    In any other order two such batches can deadlock, and PostgreSQL breaks that only after
+    deadlock_timeout (a second) by failing one. Here another transaction holds the lowest
+    device; a batch naming every device (listed highest first, the rows stored either way
+    round) must wait for it holding none of the others.
+    """
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        keys = [await add_device(conn, f"shared-{i}") for i in range(3)]
+        if table_order == "reversed":  # new row versions: the table holds them high key first
+            for key in reversed(keys):
+                await conn.execute("UPDATE devices SET seq_gaps = 0 WHERE device_key = %s", [key])
+    updates = [DeviceUpdate(key, T0, first_seq=1, last_seq=1) for key in reversed(keys)]
+    async with (
+        await psycopg.AsyncConnection.connect(db_url) as holder,
+        await psycopg.AsyncConnection.connect(db_url) as other,
+        open_writer(db_url, storage_mode) as writer,
+    ):
+        await holder.execute("SELECT 1 FROM devices WHERE device_key = %s FOR UPDATE", [keys[0]])
+        write = asyncio.create_task(writer.write((), updates))
+        await wait_until(
+            lambda: fetch_all(
+                db_url,
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE devices%'",
+            ),
+            lambda rows: rows == [(1,)],
+            what="the batch waiting for the held device",
+        )
+        # The batch holds none of the other devices while it waits.
+        await other.execute(
+            "SELECT 1 FROM devices WHERE device_key = ANY(%s) FOR UPDATE NOWAIT", [keys[1:]]
+        )
+        await other.rollback()
+        await holder.rollback()
+        await write
+    assert await fetch_all(db_url, "SELECT count(*) FROM devices WHERE last_seq = 1") == [(3,)]
 
 
 async def test_bad_data_is_a_data_error_not_unavailability(db_url: str, storage_mode: str) -> None:
