@@ -75,6 +75,10 @@ class PahoLoopBridge:
         """Read what the socket has (called when it is readable); subclasses read more."""
         self.client.loop_read()
 
+    def write(self) -> None:
+        """Write what paho has queued (called when the socket is writable)."""
+        self.client.loop_write()
+
     def _on_socket_open(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         self.loop.call_soon_threadsafe(self._opened, sock)
 
@@ -106,7 +110,7 @@ class PahoLoopBridge:
         if sock is not self.client.socket() or not self.client.want_write():
             return  # written or closed meanwhile: paho will not unregister it again
         with contextlib.suppress(ValueError, OSError):
-            self.loop.add_writer(sock, self.client.loop_write)
+            self.loop.add_writer(sock, self.write)
 
     def _on_socket_unregister_write(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         with contextlib.suppress(ValueError, OSError):

@@ -15,18 +15,37 @@ repeatable), handing anything else to paho's own. What a ``Properties`` holds, p
 unpacks, prints and refuses stays the same (``tests/core/test_paho_speedups.py`` checks
 it against the originals). It applies only to the paho versions it was checked with, and
 otherwise logs and leaves paho as it is.
+
+Three more, for one client that receives much (the ingest's consumer), each on that client
+only: :class:`ReadBuffer` reads the socket in large chunks instead of three or four system
+calls a packet, :func:`join_writes` sends the acknowledgements queued together in one
+system call instead of one each, and :func:`deliver_directly` hands each message to
+``on_message`` without paho's search for per-topic callbacks under two locks.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from importlib.metadata import version
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.client import PUBACK, PUBLISH
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-__all__ = ["CHECKED_VERSIONS", "install", "installed", "uninstall"]
+__all__ = [
+    "CHECKED_VERSIONS",
+    "READ_CHUNK",
+    "ReadBuffer",
+    "checked",
+    "deliver_directly",
+    "install",
+    "installed",
+    "join_writes",
+    "uninstall",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +131,15 @@ def installed() -> bool:
     return all(Properties.__dict__[name] is new for name, new in _REPLACEMENTS.items())
 
 
+def checked() -> bool:
+    """Whether the installed paho-mqtt is one these speedups were checked against."""
+    return version("paho-mqtt") in CHECKED_VERSIONS
+
+
 def install() -> bool:
     """Replace the methods where paho is a checked version; say whether they are in place."""
-    found = version("paho-mqtt")
-    if found not in CHECKED_VERSIONS:
+    if not checked():
+        found = version("paho-mqtt")
         log.info("paho-mqtt %s: MQTT 5 property speedups not applied (not checked)", found)
         return False
     for name, new in _REPLACEMENTS.items():
@@ -127,3 +151,127 @@ def uninstall() -> None:
     """Put paho's own methods back (for tests that compare the two)."""
     for name, original in _ORIGINALS.items():
         setattr(Properties, name, original)
+
+
+#: Bytes a :class:`ReadBuffer` asks of the socket at once.
+READ_CHUNK = 65_536
+
+
+class ReadBuffer:
+    """Serves paho's socket reads of one client from a buffer filled a chunk at a time.
+
+    paho reads a packet as its first byte, its length a byte at a time, then its body: three
+    or four system calls a packet. Installed on a client (paho's ``_sock_recv``, through
+    which it makes every read), a read takes the bytes from this buffer and refills it with
+    one call of paho's own ``_sock_recv`` of :data:`READ_CHUNK` bytes when it is empty, so
+    a closed socket and TLS's want-read and want-write mean what they did. The bytes paho
+    gets are the same, in the same order.
+
+    Bytes held here are not seen by an event loop's selector: whoever drives the client
+    reads again while :attr:`pending` (which also counts what a TLS socket has decrypted
+    but not handed out), and calls :meth:`clear` when the client's socket changes.
+    """
+
+    def __init__(self, client: mqtt.Client) -> None:
+        self._client = client
+        self._paho_recv = client._sock_recv  # noqa: SLF001  (paho's one way in for reads)
+        self._data = b""
+        self._offset = 0
+        client._sock_recv = self.recv  # type: ignore[method-assign]  # noqa: SLF001
+
+    @property
+    def pending(self) -> bool:
+        """Whether bytes are waiting that no socket readiness will announce."""
+        if self._offset < len(self._data):
+            return True
+        sock = self._client.socket()
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def clear(self) -> None:
+        """Drop what is held (the connection it came from is gone)."""
+        self._data, self._offset = b"", 0
+
+    def recv(self, bufsize: int) -> bytes:
+        """Return up to ``bufsize`` bytes, as ``socket.recv`` does (b"" when the peer closed)."""
+        data, start = self._data, self._offset
+        if start >= len(data):
+            data = self._paho_recv(READ_CHUNK)
+            if not data:
+                return data
+            self._data, start = data, 0
+        end = start + bufsize
+        self._offset = end
+        return data[start:end]
+
+
+def deliver_directly(client: mqtt.Client) -> bool:
+    """Have ``client`` call its ``on_message`` for every message, found no other way.
+
+    paho looks for callbacks added with ``message_callback_add`` for every message, under
+    its callback lock, then calls ``on_message`` under another. For a client that adds
+    none and is driven from one thread, that is the same call, without the search and the
+    locks. An error in ``on_message`` propagates, as with paho's default
+    ``suppress_exceptions=False``. Applies only to checked paho versions; says whether it did.
+    """
+    if not checked():
+        return False
+
+    def handle(message: mqtt.MQTTMessage) -> None:
+        on_message = client.on_message
+        if on_message is not None:
+            on_message(client, client.user_data_get(), message)
+
+    client._handle_on_message = handle  # type: ignore[method-assign]  # noqa: SLF001
+    return True
+
+
+def join_writes(client: mqtt.Client) -> None:
+    """Join each run of queued PUBACKs and QoS 1 or 2 PUBLISHes of ``client`` into one write.
+
+    paho writes every packet it has queued with a system call of its own: one a message for
+    a consumer that acknowledges what it receives. Call this before ``loop_write``. A
+    joined run is one queued packet holding their bytes in order, which paho writes (in
+    parts if the socket takes only some) as it would any packet. Nothing is lost by the
+    join: paho does nothing when those packets are written (a QoS 1 or 2 PUBLISH is done
+    when its PUBACK arrives, not when it is sent), and what it does for a QoS 0 PUBLISH,
+    a DISCONNECT or anything else stays with the packet, which is never joined. A packet
+    partly written already is not joined either.
+    """
+    queue = client._out_packet  # noqa: SLF001  (paho's queue of packets to write)
+    if len(queue) < 2:
+        return
+    joined: list[Any] = []
+    run: list[bytes | bytearray] = []
+    for packet in queue:
+        kind = packet["command"] & 0xF0
+        if packet["pos"] == 0 and (kind == PUBACK or (kind == PUBLISH and packet["qos"] > 0)):
+            run.append(packet["packet"])
+            continue
+        _end_run(run, joined)
+        joined.append(packet)
+    _end_run(run, joined)
+    if len(joined) < len(queue):
+        queue.clear()
+        queue.extend(joined)
+
+
+def _end_run(run: list[bytes | bytearray], joined: list[Any]) -> None:
+    """Append ``run``'s packets to ``joined`` as one (a PUBACK paho does nothing after)."""
+    if len(run) == 1:
+        data = run[0]
+    elif run:
+        data = b"".join(run)
+    else:
+        return
+    joined.append(
+        {
+            "command": PUBACK,
+            "mid": 0,
+            "qos": 0,
+            "pos": 0,
+            "to_process": len(data),
+            "packet": data,
+            "info": None,
+        }
+    )
+    run.clear()

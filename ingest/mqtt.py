@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from paho.mqtt.properties import Properties, VariableByteIntegers, writeBytes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from core import paho_speedups
 from core.backoff import Backoff
 from core.lifecycle import AsyncResource
 from core.mqtt_link import LinkState, MqttLink, new_client
@@ -119,19 +121,56 @@ class _BurstBridge(PahoLoopBridge):
     paho's ``loop_read`` reads one packet, and a turn of the event loop per message is a
     large share of a message's cost. Reading stops at the first call that delivers no
     message (nothing left, a partial packet, or another kind of packet), or when the
-    consumer paused reading because its inbox is full.
+    consumer paused reading because its inbox is full. With a checked paho version the
+    socket is read a chunk at a time (:class:`core.paho_speedups.ReadBuffer`): while the
+    chunk holds bytes not read yet, which the selector cannot announce, another burst is
+    scheduled at once. The acknowledgements (and receipts) queued when the socket becomes
+    writable go out in one write (:func:`core.paho_speedups.join_writes`).
     """
 
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(client, loop)
         self.messages = 0  # counted by the consumer's on_message
+        self._buffer = paho_speedups.ReadBuffer(client) if paho_speedups.checked() else None
+        paho_speedups.deliver_directly(client)
 
     def read(self) -> None:
         for _ in range(_READ_BURST):
             before = self.messages
             self.client.loop_read()
             if self.messages == before or self._paused:
-                return
+                break
+        self._read_held()
+
+    def resume_reading(self) -> None:
+        super().resume_reading()
+        self._read_held()
+
+    def write(self) -> None:
+        if self._buffer is not None:  # a checked paho version
+            paho_speedups.join_writes(self.client)
+        self.client.loop_write()
+
+    def _read_held(self) -> None:
+        """Schedule a burst for what the read buffer holds, when reading is on."""
+        buffer = self._buffer
+        if (
+            buffer is not None
+            and not self._paused
+            and self.client.socket() is not None
+            and buffer.pending
+        ):
+            self.loop.call_soon(self.read)
+
+    def _opened(self, sock: socket.socket) -> None:
+        if self._buffer is not None:
+            self._buffer.clear()  # nothing from an earlier connection
+        super()._opened(sock)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._buffer is not None:
+            self._buffer.clear()
+        super()._on_socket_close(client, userdata, sock)
 
 
 class MqttConsumer(AsyncResource):
