@@ -48,6 +48,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (11, "counter_rollups"),
     # After 11, which makes TimescaleDB's aggregates again (and so drops their indexes).
     (12, "rollup_key_index"),
+    (13, "devices_hot_updates"),
 )
 
 #: Statements run after a version's transaction, on that path only: they cannot run in one.

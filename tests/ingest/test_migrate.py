@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from ingest import maintenance
+from ingest import maintenance, statements
 from ingest.errors import MigrationError
 from ingest.migrate import MIGRATIONS, migrate
 from ingest.settings import StorageSettings
@@ -266,3 +266,38 @@ async def test_upgrade_from_version_5_keeps_the_data_and_types_it_as_numbers(
         empty_db_url, 'SELECT device_id FROM devices WHERE metadata @> \'{"site": "berlin"}\''
     )
     assert tagged == [("old-1",)]
+
+
+async def test_device_bookkeeping_updates_stay_in_their_pages(
+    db_url: str, storage_mode: str
+) -> None:
+    """Rows of devices keep room for a new version (HOT: no index touched), from version 13.
+
+    A thousand devices registered one after the other fill their pages; the bookkeeping of a
+    batch that names a device in each page must find room in that page for every one.
+    """
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        await conn.execute(
+            "INSERT INTO devices (device_id, metadata)"
+            " SELECT 'hot-' || i, jsonb_build_object('site', 'berlin', 'n', i)"
+            " FROM generate_series(1, 1000) AS i"
+        )
+        await conn.commit()
+        cur = await conn.execute(
+            "SELECT device_key FROM devices WHERE device_id LIKE 'hot-%%' ORDER BY device_key"
+        )
+        keys = [row[0] for row in await cur.fetchall()][::50]
+        await conn.execute(
+            statements.UPDATE_DEVICES,
+            [keys, [T0] * len(keys), [1] * len(keys), [1] * len(keys), [0] * len(keys)],
+        )
+        cur = await conn.execute(
+            "SELECT pg_stat_get_xact_tuples_updated('devices'::regclass),"
+            " pg_stat_get_xact_tuples_hot_updated('devices'::regclass)"
+        )
+        assert await cur.fetchone() == (len(keys), len(keys))
+    indexes = await fetch_all(
+        db_url,
+        "SELECT count(*) FROM pg_indexes WHERE tablename = 'devices' AND indexdef LIKE '%gin%'",
+    )
+    assert indexes == [(1,)]  # one index on metadata, not two
