@@ -46,7 +46,14 @@ from core.paho_asyncio import PahoLoopBridge
 from ingest.metrics import METRICS
 from ingest.settings import MqttSettings
 
-__all__ = ["ANNOUNCE_TOPIC", "RECEIPTS_IN_FLIGHT", "Delivery", "MqttConsumer", "publish_receipt"]
+__all__ = [
+    "ANNOUNCE_TOPIC",
+    "RECEIPTS_IN_FLIGHT",
+    "Delivery",
+    "JoinedWritesBridge",
+    "MqttConsumer",
+    "publish_receipt",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +122,25 @@ def publish_receipt(
     METRICS.receipts_sent.inc()
 
 
-class _BurstBridge(PahoLoopBridge):
+class JoinedWritesBridge(PahoLoopBridge):
+    """Sends what paho queued while the socket was busy in one write: PUBACKs, receipts.
+
+    With a checked paho version (:func:`core.paho_speedups.join_writes`); paho's own
+    writes otherwise.
+    """
+
+    def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(client, loop)
+        self._join = paho_speedups.checked()
+
+    def write(self) -> None:
+        """Join the queued packets that may be joined, then let paho write."""
+        if self._join:
+            paho_speedups.join_writes(self.client)
+        self.client.loop_write()
+
+
+class _BurstBridge(JoinedWritesBridge):
     """Reads the messages waiting on the socket in one turn of the loop, not one a turn.
 
     paho's ``loop_read`` reads one packet, and a turn of the event loop per message is a
@@ -124,8 +149,7 @@ class _BurstBridge(PahoLoopBridge):
     consumer paused reading because its inbox is full. With a checked paho version the
     socket is read a chunk at a time (:class:`core.paho_speedups.ReadBuffer`): while the
     chunk holds bytes not read yet, which the selector cannot announce, another burst is
-    scheduled at once. The acknowledgements (and receipts) queued when the socket becomes
-    writable go out in one write (:func:`core.paho_speedups.join_writes`).
+    scheduled at once.
     """
 
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
@@ -145,11 +169,6 @@ class _BurstBridge(PahoLoopBridge):
     def resume_reading(self) -> None:
         super().resume_reading()
         self._read_held()
-
-    def write(self) -> None:
-        if self._buffer is not None:  # a checked paho version
-            paho_speedups.join_writes(self.client)
-        self.client.loop_write()
 
     def _read_held(self) -> None:
         """Schedule a burst for what the read buffer holds, when reading is on."""

@@ -25,7 +25,7 @@ from core.mqtt_link import LinkState, MqttLink, new_client
 from core.mqtt_url import parse_mqtt_url
 from ingest.intake import answer
 from ingest.metrics import METRICS
-from ingest.mqtt import RECEIPTS_IN_FLIGHT, publish_receipt
+from ingest.mqtt import RECEIPTS_IN_FLIGHT, JoinedWritesBridge, publish_receipt
 from ingest.settings import MqttSettings
 from ingest.wire import Reject
 
@@ -72,7 +72,11 @@ class ReceiptPublisher(AsyncResource):
         )
         client.max_inflight_messages_set(RECEIPTS_IN_FLIGHT)
         self._link = MqttLink(
-            client, address, name=client_id, backoff=Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S)
+            client,
+            address,
+            name=client_id,
+            backoff=Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S),
+            bridge_factory=JoinedWritesBridge,  # the receipts of a commit leave in one write
         )
 
     @property
