@@ -22,6 +22,7 @@ from psycopg.rows import TupleRow
 from core.lifecycle import AsyncResource
 from ingest import statements
 from ingest.connections import Connections
+from ingest.copy_rows import encode_latest
 from ingest.errors import StorageError
 from ingest.metric_keys import MetricKeys
 from ingest.metrics import METRICS
@@ -133,20 +134,13 @@ class LatestValues(AsyncResource):
 
     async def _upsert(self, conn: AsyncConnection[TupleRow], pending: _Fold) -> int:
         keys = self._metric_keys.known
+        data = encode_latest(
+            (device_key, keys[name], ts, value)
+            for device_key, values in pending.items()
+            for name, (ts, value) in values.items()
+        )
         async with conn.transaction():
             async with conn.cursor().copy(statements.COPY_LATEST) as copy:
-                copy.set_types(statements.LATEST_TYPES)
-                for device_key, values in pending.items():
-                    for name, (ts, value) in values.items():
-                        await copy.write_row((device_key, keys[name], ts, *_columns(value)))
+                await copy.write(data)
             cur = await conn.execute(statements.MERGE_LATEST)
             return cur.rowcount
-
-
-def _columns(value: _Value) -> tuple[float | None, bool | None, str | None]:
-    """Put a value in the column of its type: (number, boolean, string)."""
-    if isinstance(value, bool):
-        return None, value, None
-    if isinstance(value, str):
-        return None, None, value
-    return value, None, None

@@ -22,7 +22,6 @@ __all__ = [
     "INSERT_TYPED",
     "KNOWN_METRICS",
     "KNOWN_UNITS",
-    "LATEST_TYPES",
     "MARK_DIRTY",
     "MERGE_LATEST",
     "MERGE_STAGING",
@@ -67,7 +66,6 @@ COPY_LATEST: Final = (
     "COPY staging_latest (device_key, metric_key, time, value, value_bool, value_text)"
     " FROM STDIN (FORMAT BINARY)"
 )
-LATEST_TYPES: Final = ["int4", "int2", "timestamptz", "float8", "bool", "text"]
 # Key order is lock order, so flushes of concurrent writers cannot deadlock. A row only moves
 # forward in time, so late, duplicate and retried readings leave it alone; a device deleted
 # meanwhile gets no row back.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import psycopg
 from prometheus_client import REGISTRY
 
+from ingest import statements
+from ingest.copy_rows import encode_latest
 from ingest.records import ReadingSet
 from ingest.writer import BatchWriter
 from tests.ingest.helpers import T0, add_device, fetch_all, mode_of, open_writer, series
@@ -131,3 +133,32 @@ async def test_concurrent_writers_of_the_same_keys_do_not_deadlock(
 
 def _db_retries() -> float:
     return REGISTRY.get_sample_value("ingest_db_retries_total") or 0.0
+
+
+async def test_latest_values_of_every_type_are_encoded_exactly(db_url: str) -> None:
+    """The binary COPY rows built for the upsert read back as the values that went in."""
+    moments = [T0, T0 + timedelta(microseconds=1), datetime(1999, 12, 31, 23, 59, 59, 999999, UTC)]
+    values: list[float | bool | str] = [1e-300, -0.0, 7, True, False, "", "ok €🙂", "x" * 5000]
+    rows = [(i, i % 3, moments[i % len(moments)], value) for i, value in enumerate(values, start=1)]
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        await conn.execute(statements.CREATE_STAGING_LATEST)
+        async with conn.cursor().copy(statements.COPY_LATEST) as copy:
+            await copy.write(encode_latest(rows))
+        cur = await conn.execute(
+            "SELECT device_key, metric_key, time, value, value_bool, value_text"
+            " FROM staging_latest ORDER BY device_key"
+        )
+        stored = await cur.fetchall()
+    expected = [
+        (
+            key,
+            metric,
+            ts,
+            None if isinstance(v, bool | str) else float(v),
+            v if isinstance(v, bool) else None,
+            v if isinstance(v, str) else None,
+        )
+        for key, metric, ts, v in rows
+    ]
+    assert stored == expected
+    assert str(stored[1][3]) == "-0.0"
