@@ -55,7 +55,9 @@ RETURNING device_key, gateway
 _SET_TOKEN = "UPDATE devices SET token_hash = %s WHERE device_id = %s"  # noqa: S105
 _BY_TOKEN = "SELECT device_key, device_id, token_hash, gateway FROM devices WHERE token_hash = %s"  # noqa: S105
 _BY_ID = "SELECT device_key, gateway FROM devices WHERE device_id = %s"
-_BY_IDS = "SELECT device_key, device_id, gateway FROM devices WHERE device_id = ANY(%s)"
+# %b: the ids as a binary array, which psycopg builds several times faster than a text one
+# (no quoting); one query a group of MQTT messages from devices not in the cache.
+_BY_IDS = "SELECT device_key, device_id, gateway FROM devices WHERE device_id = ANY(%b::text[])"
 _CHILD = "SELECT device_key FROM devices WHERE device_id = %s AND gateway_key = %s"
 
 
