@@ -241,11 +241,11 @@ def join_writes(client: mqtt.Client) -> None:
     if len(queue) < 2:
         return
     joined: list[Any] = []
-    run: list[bytes | bytearray] = []
+    run: list[Any] = []
     for packet in queue:
         kind = packet["command"] & 0xF0
         if packet["pos"] == 0 and (kind == PUBACK or (kind == PUBLISH and packet["qos"] > 0)):
-            run.append(packet["packet"])
+            run.append(packet)
             continue
         _end_run(run, joined)
         joined.append(packet)
@@ -255,23 +255,21 @@ def join_writes(client: mqtt.Client) -> None:
         queue.extend(joined)
 
 
-def _end_run(run: list[bytes | bytearray], joined: list[Any]) -> None:
-    """Append ``run``'s packets to ``joined`` as one (a PUBACK paho does nothing after)."""
+def _end_run(run: list[Any], joined: list[Any]) -> None:
+    """Append the packets of ``run`` to ``joined``: one as it is, more as one PUBACK."""
     if len(run) == 1:
-        data = run[0]
+        joined.append(run[0])
     elif run:
-        data = b"".join(run)
-    else:
-        return
-    joined.append(
-        {
-            "command": PUBACK,
-            "mid": 0,
-            "qos": 0,
-            "pos": 0,
-            "to_process": len(data),
-            "packet": data,
-            "info": None,
-        }
-    )
+        data = b"".join(packet["packet"] for packet in run)
+        joined.append(
+            {
+                "command": PUBACK,  # paho does nothing after writing one
+                "mid": 0,
+                "qos": 0,
+                "pos": 0,
+                "to_process": len(data),
+                "packet": data,
+                "info": None,
+            }
+        )
     run.clear()

@@ -244,6 +244,7 @@ def test_queued_acknowledgements_are_joined_into_one_write() -> None:
         len(joined["packet"]),
     )
     assert queue[2] is qos0
+    assert queue[3] is acks[0]  # a run of one is left as it is
     assert queue[4] is disconnect
 
 
