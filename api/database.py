@@ -61,6 +61,7 @@ class Database(AsyncResource):
     async def _configure(self, conn: AsyncConnection[TupleRow]) -> None:
         await conn.execute(queries.SET_TIMEZONE_UTC)
         await conn.execute(queries.SET_STATEMENT_TIMEOUT, [str(self._statement_timeout_ms)])
+        await conn.execute(queries.SET_CUSTOM_PLANS)
 
     async def _open(self) -> None:
         # Connections are made in the background, so this does not wait for the database.
