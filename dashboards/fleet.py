@@ -259,9 +259,10 @@ _BY_TAG = (
     .title("$fleet_metric by $group_by ($tag)")
     .description(
         "The average of the metric across the devices of the tag, per bucket, one series per "
-        "value of the group-by key: what GET /v1/aggregate answers. Raw readings below a "
-        "1-minute bucket, the 1-minute rollup below 1 hour, the 1-hour rollup above; the unit "
-        "is the one the devices gave the metric."
+        "value of the group-by key: what GET /v1/aggregate answers. The 1-minute rollup "
+        "below 1 hour, the 1-hour rollup above (minimum bucket 1 minute: a tag may select the "
+        "whole fleet, whose raw readings are too many to read); the unit is the one the "
+        "devices gave the metric."
     )
     .datasource(PG)
     .with_target(Sql(queries.FLEET_BY_TAG, SqlFormat.TIME_SERIES, ("time", "metric", "avg")))
@@ -270,6 +271,7 @@ _BY_TAG = (
     .axis_label("$fleet_metric")
     .span(24)
     .height(9)
+    .interval("1m")
 )
 
 FLEET_OVERVIEW = (

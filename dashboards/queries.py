@@ -273,8 +273,9 @@ FROM devices
 
 # Fleet aggregates by tag, as GET /v1/aggregate computes them: the devices whose metadata
 # holds the tag ("all": every device), one series per value of the group_by key ("none": one
-# series), the average of a numeric metric across them per bucket, from the source the
-# interval picks (as the per-device series do).
+# series), the average of a numeric metric across them per bucket. Fleet-wide like the
+# readings rate, so from the rollups only (the panel's min interval is 1m): a tag may
+# select every device, and six hours of their raw rows at 1 Hz are billions.
 _TAGGED = """
 (${tag:sqlstring} = 'all'
  OR d.metadata @> jsonb_build_object(
@@ -307,10 +308,6 @@ WITH sel AS (
 ), m AS (
     SELECT metric_key FROM metrics WHERE name = ${{fleet_metric:sqlstring}}
 ), parts (t, grp, n, s) AS (
-    SELECT r.time, sel.grp, 1::int8, r.value
-    FROM readings r JOIN sel ON sel.device_key = r.device_key
-    WHERE {_SOURCE_RAW} AND r.metric_key = (SELECT metric_key FROM m) AND $__timeFilter(r.time)
-    UNION ALL
     SELECT r.bucket, sel.grp, r.count, r.sum
     FROM readings_1m r JOIN sel ON sel.device_key = r.device_key
     WHERE {_SOURCE_1M} AND r.metric_key = (SELECT metric_key FROM m)
