@@ -155,7 +155,7 @@ class _BurstBridge(JoinedWritesBridge):
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(client, loop)
         self.messages = 0  # counted by the consumer's on_message
-        self._buffer = paho_speedups.ReadBuffer(client) if paho_speedups.checked() else None
+        self._buffer = paho_speedups.ReadBuffer(client) if self._join else None
         paho_speedups.deliver_directly(client)
 
     def read(self) -> None:
