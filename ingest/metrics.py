@@ -48,6 +48,7 @@ class Metrics:
     attribute_reports: Counter
     queue_rows: Gauge
     mqtt_connected: Gauge
+    last_commit: Gauge
 
 
 METRICS = Metrics(
@@ -101,6 +102,11 @@ METRICS = Metrics(
     ),
     mqtt_connected=Gauge(
         "ingest_mqtt_connected", "1 while connected to the broker", multiprocess_mode="livesum"
+    ),
+    last_commit=Gauge(
+        "ingest_last_commit_timestamp_seconds",
+        "Unix time of the newest committed batch of readings (any worker)",
+        multiprocess_mode="max",
     ),
 )
 

@@ -322,6 +322,7 @@ class Pipeline(AsyncResource):
                     sub.future.set_exception(exc)
             return
         committed = time.time()
+        METRICS.last_commit.set(committed)
         METRICS.flush_seconds.observe(time.perf_counter() - started)
         METRICS.batch_rows.observe(
             sum(len(v) for _, _, v in sets) + sum(len(v) for _, _, v in typed)

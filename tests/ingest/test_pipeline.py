@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from core.errors import StateError
 from ingest.errors import OverloadedError, StorageUnavailableError
@@ -127,6 +129,27 @@ async def test_a_failed_write_fails_its_submissions_and_frees_their_rows() -> No
         again = submission(1, 2)
         pipe.submit_nowait(again)
         assert counts(await again.future) == (2, 0)
+
+
+async def test_the_last_commit_time_moves_on_a_commit_and_not_on_a_failure() -> None:
+    def last_commit() -> float:
+        return REGISTRY.get_sample_value("ingest_last_commit_timestamp_seconds") or 0.0
+
+    writer = RecordingWriter()
+    async with pipeline(writer) as pipe:
+        before = time.time()
+        sub = submission(1, 2)
+        pipe.submit_nowait(sub)
+        await sub.future
+        after = time.time()
+        assert before <= last_commit() <= after
+        committed = last_commit()
+        writer.fail = 1
+        failed = submission(1, 2)
+        pipe.submit_nowait(failed)
+        with pytest.raises(StorageUnavailableError):
+            await failed.future
+        assert last_commit() == committed
 
 
 async def test_closing_commits_what_is_queued_then_refuses() -> None:
