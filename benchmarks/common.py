@@ -6,6 +6,8 @@ import asyncio
 import os
 import statistics
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,6 +29,54 @@ from ingest.migrate import migrate
 from ingest.settings import StorageSettings
 from simulator.services import MosquittoServer, PostgresServer, free_port
 from tests.support.db import timescaledb_available
+
+
+class MachineLoad:
+    """The machine's busy CPU time (every core, every process, the kernel's share), sampled.
+
+    A thread reads ``/proc/stat`` every ``interval_s`` while open; :meth:`busy_seconds`
+    answers for a window of wall-clock time inside that. What the processes of one side
+    report leaves out the database's helper processes, the broker's and the kernel's work
+    for the sockets; this counts everything that ran, and so tells whether the side had the
+    whole machine busy. Linux only.
+    """
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self._interval_s = interval_s
+        self._samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="machine-load", daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> MachineLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        with Path("/proc/stat").open(encoding="ascii") as stat:
+            while not self._stop.is_set():
+                stat.seek(0)
+                # user nice system idle iowait irq softirq steal ...: busy is what ran here
+                # (steal is time the hypervisor gave to others).
+                user, nice, system, _idle, _iowait, irq, softirq = map(
+                    int, stat.readline().split()[1:8]
+                )
+                self._samples.append((time.time(), user + nice + system + irq + softirq))
+                self._stop.wait(self._interval_s)
+
+    def busy_seconds(self, t0: float, t1: float) -> float:
+        """CPU seconds the machine spent busy between wall-clock times ``t0`` and ``t1``."""
+        inside = [(at, busy) for at, busy in self._samples if t0 <= at <= t1]
+        if len(inside) < 2:
+            raise RuntimeError(f"no load samples between {t0} and {t1}")
+        (first_at, first), (last_at, last) = inside[0], inside[-1]
+        # The samples span a little less than the window: scale their rate to all of it.
+        return (last - first) / self._tick / (last_at - first_at) * (t1 - t0)
+
 
 #: The admin key of the API that ``api_server`` runs.
 API_KEY = "ak_benchmark-key-not-secret-0123456789abcdefghij"

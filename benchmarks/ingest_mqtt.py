@@ -14,9 +14,12 @@ sides, in each run:
 - ``ingest_2_shared``: 2 workers in a shared subscription (the default before receipts);
 - ``ingest_1``: one worker.
 
-The rate is messages per second between the first and the last message received
-(count-only), committed (hobby) or committed (ingest, from its /metrics, polled every
-100 ms); the CPU is the subscriber's or the workers' (user + system) per message. Prints
+Every side is timed the same way: from its broker connection (the CONNACK, after which
+the broker sends the queued backlog) to the last message counted (count-only), committed
+(hobby) or committed (ingest: ``ingest_last_commit_timestamp_seconds`` in its /metrics,
+read once the service has stored every row); the CPU is the subscriber's or the workers'
+(user + system) per message, and the machine's (every process and the kernel, from
+``/proc/stat``: it says whether a side had both cores busy) per message. Prints
 one JSON line: every run's figures, their medians, and the ratios paired within a run
 (the median and the range): ``ratio_2_workers`` = ingest_2 / count-only,
 ``ratio_vs_hobby``, ``ratio_receipts`` = ingest_2_receipts / ingest_2 and
@@ -39,6 +42,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -48,6 +52,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from benchmarks.common import (
+    MachineLoad,
     broker,
     count_rows,
     database_server,
@@ -125,7 +130,16 @@ def _wait_published(infos: list[mqtt.MQTTMessageInfo]) -> None:
     infos.clear()
 
 
-def count_only(url: str, messages: int, start: datetime) -> tuple[float, float]:
+class Drain(NamedTuple):
+    """One side's drain of a backlog: its rate, its own CPU and when it ran (wall clock)."""
+
+    msg_s: float
+    cpu_us_msg: float  # the side's own processes (the workers, for the ingest)
+    cpu_us_msg_by_worker: list[float]
+    window: tuple[float, float]
+
+
+def count_only(url: str, messages: int, start: datetime) -> Drain:
     """Messages/s of a paho subscriber that only counts (default windows, auto-ack), CPU µs/msg."""
     client_id = f"count-{uuid.uuid4().hex[:8]}"
     topic = f"$share/c{client_id}/bench/#"
@@ -138,11 +152,12 @@ def count_only(url: str, messages: int, start: datetime) -> tuple[float, float]:
     done = threading.Event()
 
     def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
-        stamps.append(time.perf_counter())
+        stamps.append(time.time())
         if len(stamps) == messages:
             done.set()
 
     sub = _client(url, client_id, clean=False)
+    connected = _connection_time(sub)
     sub.on_message = on_message
     cpu = time.process_time()
     sub.loop_start()
@@ -152,7 +167,21 @@ def count_only(url: str, messages: int, start: datetime) -> tuple[float, float]:
     sub.disconnect()
     sub.loop_stop()
     _end_sessions(url, [client_id])
-    return (messages - 1) / (stamps[-1] - stamps[0]), cpu / messages * 1e6
+    cpu_us = cpu / messages * 1e6
+    return Drain(
+        messages / (stamps[-1] - connected[0]), cpu_us, [cpu_us], (connected[0], stamps[-1])
+    )
+
+
+def _connection_time(client: mqtt.Client) -> list[float]:
+    """Return a list that gets the wall-clock time of ``client``'s CONNACK."""
+    stamp: list[float] = []
+
+    def on_connect(*_args: object) -> None:
+        stamp.append(time.time())
+
+    client.on_connect = on_connect
+    return stamp
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -202,11 +231,12 @@ def hobby(url: str, db_url: str, messages: int, start: datetime) -> float:
             except Exception as exc:  # noqa: BLE001  (reported by the main thread)
                 failures.append(exc)
                 done.set()
-            stamps.append(time.perf_counter())
+            stamps.append(time.time())
             if len(stamps) == messages:
                 done.set()
 
         sub = _client(url, client_id, clean=False)
+        connected = _connection_time(sub)
         sub.on_message = on_message
         sub.loop_start()
         finished = done.wait(600)
@@ -222,7 +252,7 @@ def hobby(url: str, db_url: str, messages: int, start: datetime) -> float:
         conn.commit()
     if row is None or row[0] != messages * READINGS_PER_MESSAGE:
         raise RuntimeError(f"hobby subscriber stored {row} rows, not {messages * 10}")
-    return (messages - 1) / (stamps[-1] - stamps[0])
+    return messages / (stamps[-1] - connected[0])
 
 
 def ingest_rate(
@@ -236,7 +266,7 @@ def ingest_rate(
     receipts: bool = False,
     share_group: str = "",
     devices: int = DEVICES,
-) -> tuple[float, float, list[float]]:
+) -> Drain:
     """Messages/s from the broker's backlog to committed rows; CPU µs/msg, all and by worker.
 
     The backlog is spread over ``devices`` registered devices (``bench-00000`` on).
@@ -261,12 +291,9 @@ def ingest_rate(
     try:
         # Progress from the service's own counter: polling count(*) would cost the
         # database more CPU than it leaves to the ingest.
-        samples: list[tuple[float, int]] = []
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            stored = accepted(second.url)
-            samples.append((time.time(), stored))
-            if stored >= messages * READINGS_PER_MESSAGE:
+        while accepted(second.url) < messages * READINGS_PER_MESSAGE:
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         cpu = [cpu_seconds([pid]) - used for pid, used in zip(pids, cpu, strict=True)]
@@ -274,6 +301,9 @@ def ingest_rate(
             raise RuntimeError(
                 f"ingest stored {count_rows(db_url) - before} of {target - before} rows"
             )
+        # The commit of the last batch, to the microsecond: the poll that saw it came up to
+        # 100 ms later.
+        t1 = metric(second.url, "ingest_last_commit_timestamp_seconds")
     finally:
         second.stop()
         # Offline sessions left subscribed would take copies (or, in a share group, a share)
@@ -283,11 +313,10 @@ def ingest_rate(
     # the last commit: timing from the first commit instead leaves out the parsing of all
     # that arrived before it, up to a receive window per subscriber.
     t0 = _connected_at(log_dir / f"ingest-{tag}-2.log")
-    t1, r1 = samples[-1]
     if t1 <= t0:
-        raise RuntimeError("the backlog drained between two polls: time a larger one")
+        raise RuntimeError(f"the last commit ({t1}) is not after the connection ({t0})")
     per_worker = [used / messages * 1e6 for used in cpu]
-    return r1 / READINGS_PER_MESSAGE / (t1 - t0), sum(per_worker), per_worker
+    return Drain(messages / (t1 - t0), sum(per_worker), per_worker, (t0, t1))
 
 
 def _connected_at(log: Path) -> float:
@@ -376,19 +405,23 @@ def main() -> int:
     rates: dict[str, list[float]] = {side: [] for side in ("count_only", "hobby", *_INGEST_SIDES)}
     cpu: dict[str, list[float]] = {side: [] for side in ("count_only", *_INGEST_SIDES)}
     cpu_by_worker: dict[str, list[list[float]]] = {side: [] for side in _INGEST_SIDES}
-    with database_server() as admin, broker() as mqtt_url, tempfile.TemporaryDirectory() as tmp:
+    machine: dict[str, list[float]] = {side: [] for side in ("count_only", *_INGEST_SIDES)}
+    with (
+        database_server() as admin,
+        broker() as mqtt_url,
+        tempfile.TemporaryDirectory() as tmp,
+        MachineLoad() as load,
+    ):
         mode = default_path(admin)
         with scratch_database(admin, mode) as db_url:
             register_devices(db_url, DEVICES)
             start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
             for run in range(args.runs):
                 offset = timedelta(hours=12 * run)
-                rate, cpu_us = count_only(mqtt_url, args.messages, start + offset)
-                rates["count_only"].append(rate)
-                cpu["count_only"].append(cpu_us)
+                drains = {"count_only": count_only(mqtt_url, args.messages, start + offset)}
                 rates["hobby"].append(hobby(mqtt_url, db_url, args.hobby_messages, start + offset))
                 for shift, (side, (workers, receipts, group)) in enumerate(_INGEST_SIDES.items()):
-                    rate, cpu_us, by_worker = ingest_rate(
+                    drains[side] = ingest_rate(
                         db_url,
                         mqtt_url,
                         args.messages,
@@ -398,9 +431,13 @@ def main() -> int:
                         receipts=receipts,
                         share_group=group,
                     )
-                    rates[side].append(rate)
-                    cpu[side].append(cpu_us)
-                    cpu_by_worker[side].append([round(us, 1) for us in by_worker])
+                    cpu_by_worker[side].append(
+                        [round(us, 1) for us in drains[side].cpu_us_msg_by_worker]
+                    )
+                for side, drain in drains.items():
+                    rates[side].append(drain.msg_s)
+                    cpu[side].append(drain.cpu_us_msg)
+                    machine[side].append(load.busy_seconds(*drain.window) / args.messages * 1e6)
                 print(
                     f"  run {run + 1}: "
                     + ", ".join(f"{k} {v[-1]:,.0f} msg/s" for k, v in rates.items()),
@@ -432,6 +469,13 @@ def main() -> int:
                 "cpu_us_msg": {k: [round(v, 1) for v in vs] for k, vs in cpu.items()},
                 "cpu_us_msg_median": {k: round(statistics.median(vs), 1) for k, vs in cpu.items()},
                 "cpu_us_msg_by_worker": cpu_by_worker,
+                # Everything the machine ran during the drain (database, broker, kernel
+                # included), a message: with 2 cores, rate x this / 1e6 cores were busy.
+                "machine_cpu_us_msg": {k: [round(v, 1) for v in vs] for k, vs in machine.items()},
+                "machine_cores_busy": {
+                    k: [round(r * m / 1e6, 2) for r, m in zip(rates[k], vs, strict=True)]
+                    for k, vs in machine.items()
+                },
                 "ratios": {k: [round(v, 3) for v in vs] for k, vs in ratios.items()},
                 "ratio_spread": {k: _spread(vs) for k, vs in ratios.items()},
                 "ratio_2_workers": round(statistics.median(ratios["ratio_2_workers"]), 3),

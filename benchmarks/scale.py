@@ -83,10 +83,10 @@ def mqtt_intake(
 ) -> tuple[float, float]:
     """Messages/s of the ingest draining a backlog every device sent; its CPU µs a message."""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
-    rate, cpu, _by_worker = ingest_rate(
+    drain = ingest_rate(
         url, mqtt_url, messages, workers=2, start=start, log_dir=log_dir, devices=size
     )
-    return rate, cpu
+    return drain.msg_s, drain.cpu_us_msg
 
 
 def http_intake(url: str, tokens: list[str], requests: int, log_dir: Path) -> float:
