@@ -4,8 +4,9 @@ A plain persistent subscription (``MQTT_SHARE_GROUP`` empty, the default) is one
 Mosquitto restores after its own restart, so nothing a device publishes meanwhile is lost;
 but every subscriber gets every message, so one client per host must hold it. Worker 0
 holds it (:class:`ingest.mqtt.MqttConsumer`) and its :class:`Dispatcher` hands each group of
-messages to another worker of the same host over a Unix socket, keeping a group for itself
-only when every other worker has its window full. A worker (:class:`HandoffClient`) parses
+messages to another worker of the same host over a Unix socket, keeping a share of the
+groups for itself (less than the others get: it also receives and hands out every message).
+A worker (:class:`HandoffClient`) parses
 and writes what it is handed like any message of its own (:class:`ingest.mqtt_intake
 .MqttIntake`) and, after the commit, says which messages are done; worker 0 then sends
 their PUBACKs. Receipts are published by the worker that committed the message, on a
@@ -44,6 +45,13 @@ _LENGTH = struct.Struct("!I")
 _MAX_FRAME_BYTES = 256 * 1024 * 1024  # a group is at most 256 messages of at most 256 KiB
 _RECONNECT_FIRST_S = 0.1
 _RECONNECT_MAX_S = 2.0
+#: Worker 0 keeps a group while its own unfinished messages are fewer than this share of the
+#: least-loaded other worker's. It also receives every message and hands most of them out
+#: (about a third of its CPU): with 2 workers, keeping a third of the groups balances the
+#: two. Keeping groups only when every other worker's window was full left it almost half
+#: of them, because Mosquitto 2.0 sends past the Receive Maximum; handing out all but those
+#: left the other worker as the bottleneck. Measured in docs/performance.md.
+_LOCAL_SHARE = 0.5
 
 
 class _Work(msgspec.Struct, array_like=True):
@@ -102,10 +110,12 @@ class _Helper:
 class Dispatcher(AsyncResource):
     """Worker 0's share-out: groups from ``receive`` to the other workers, or kept here.
 
-    A worker is handed a group while it holds fewer than ``window`` unfinished messages;
-    when none has room, the group waits in :meth:`local_receive` for worker 0's own intake.
-    ``path`` is None with one worker: everything is kept here. Closing waits up to
-    ``drain_s`` for the other workers to finish what they were handed.
+    A group goes to the least-loaded other worker that holds fewer than ``window``
+    unfinished messages with it, unless worker 0's own unfinished messages are fewer than
+    ``_LOCAL_SHARE`` of that worker's: then it waits in :meth:`local_receive` for worker 0's
+    own intake, which acknowledges through :meth:`local_ack`. When no other worker has room
+    the group is kept here too. ``path`` is None with one worker: everything is kept here.
+    Closing waits up to ``drain_s`` for the other workers to finish what they were handed.
     """
 
     def __init__(
@@ -129,6 +139,7 @@ class Dispatcher(AsyncResource):
         self._server: asyncio.AbstractServer | None = None
         self._share_task: asyncio.Task[None] | None = None
         self._helper_tasks: set[asyncio.Task[None]] = set()
+        self._kept = 0  # messages kept here and not yet acknowledged
 
     @property
     def helpers(self) -> int:
@@ -171,6 +182,11 @@ class Dispatcher(AsyncResource):
         self._room.set()
         return group
 
+    def local_ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge messages that worker 0 kept (after their commit)."""
+        self._kept = max(0, self._kept - len(deliveries))
+        self._ack(deliveries)
+
     async def _share_forever(self) -> None:
         while True:
             await self._place(await self._receive())
@@ -178,10 +194,15 @@ class Dispatcher(AsyncResource):
     async def _place(self, group: list[Delivery]) -> None:
         while True:
             room = [h for h in self._helpers if h.messages + len(group) <= self._window]
-            if room:
-                min(room, key=lambda h: h.messages).hand(next(self._ids), group)
+            least = min(room, key=lambda h: h.messages) if room else None
+            local_free = not self._local.full()
+            if least is not None and (
+                not local_free or self._kept >= _LOCAL_SHARE * least.messages
+            ):
+                least.hand(next(self._ids), group)
                 return
-            if not self._local.full():
+            if local_free:
+                self._kept += len(group)
                 self._local.put_nowait(group)
                 return
             self._room.clear()

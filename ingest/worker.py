@@ -240,7 +240,8 @@ def create_app(config: WorkerConfig) -> web.Application:
                         config.handoff_socket,
                         window=config.mqtt.mqtt_receive_window,
                     )
-                    receive = (await stack.enter_async_context(dispatcher)).local_receive
+                    await stack.enter_async_context(dispatcher)
+                    receive, ack = dispatcher.local_receive, dispatcher.local_ack
             async with MqttIntake(
                 intake, receive=receive, ack=ack, receipts=receipts, max_payload_bytes=max_payload
             ):

@@ -90,6 +90,31 @@ async def test_a_full_window_keeps_the_group_with_worker_zero(tmp_path: Path) ->
             assert _topics(await dispatcher.local_receive()) == _topics_of(kept)
 
 
+async def test_worker_zero_keeps_a_group_while_it_holds_under_half_of_the_others_share(
+    tmp_path: Path,
+) -> None:
+    consumer = Consumer()
+    socket = tmp_path / "handoff.sock"
+    async with (
+        Dispatcher(consumer.receive, consumer.ack, socket, window=100) as dispatcher,
+        HandoffClient(socket) as helper,
+    ):
+        await wait_for(lambda: dispatcher.helpers == 1, what="joined")
+        first = consumer.publish(4)  # worker 0 holds 0, the other 0: handed
+        second = consumer.publish(4)  # 0 < half of 4: kept
+        third = consumer.publish(4)  # 4 >= half of 4: handed
+        async with asyncio.timeout(10):
+            assert _topics(await helper.receive()) == _topics_of(first)
+            kept = await dispatcher.local_receive()
+            assert _topics(await helper.receive()) == _topics_of(third)
+        assert _topics(kept) == _topics_of(second)
+        dispatcher.local_ack(kept)  # committed here: worker 0 holds nothing again
+        assert consumer.acked == second
+        fourth = consumer.publish(4)  # 0 < half of 8: kept
+        async with asyncio.timeout(10):
+            assert _topics(await dispatcher.local_receive()) == _topics_of(fourth)
+
+
 async def test_what_a_leaving_worker_had_not_finished_is_handed_to_another(
     tmp_path: Path,
 ) -> None:
