@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -55,16 +56,25 @@ def _topics_of(mids: Sequence[int]) -> list[str]:
     return [f"telemetry/d{mid}" for mid in mids]
 
 
-async def test_groups_go_to_the_other_worker_and_are_acknowledged_after_it_is_done(
-    tmp_path: Path,
-) -> None:
+@asynccontextmanager
+async def _joined(
+    tmp_path: Path, *, window: int
+) -> AsyncIterator[tuple[Consumer, Dispatcher, HandoffClient]]:
+    """Worker 0's dispatcher and one other worker, connected to each other."""
     consumer = Consumer()
     socket = tmp_path / "handoff.sock"
     async with (
-        Dispatcher(consumer.receive, consumer.ack, socket, window=100) as dispatcher,
+        Dispatcher(consumer.receive, consumer.ack, socket, window=window) as dispatcher,
         HandoffClient(socket) as helper,
     ):
         await wait_for(lambda: dispatcher.helpers == 1 and helper.connected, what="joined")
+        yield consumer, dispatcher, helper
+
+
+async def test_groups_go_to_the_other_worker_and_are_acknowledged_after_it_is_done(
+    tmp_path: Path,
+) -> None:
+    async with _joined(tmp_path, window=100) as (consumer, _dispatcher, helper):
         sent = consumer.publish(3, receipt=True)
         group = await helper.receive()
         assert [(d.topic, d.response_topic, d.correlation) for d in group] == [
@@ -76,13 +86,7 @@ async def test_groups_go_to_the_other_worker_and_are_acknowledged_after_it_is_do
 
 
 async def test_a_full_window_keeps_the_group_with_worker_zero(tmp_path: Path) -> None:
-    consumer = Consumer()
-    socket = tmp_path / "handoff.sock"
-    async with (
-        Dispatcher(consumer.receive, consumer.ack, socket, window=5) as dispatcher,
-        HandoffClient(socket) as helper,
-    ):
-        await wait_for(lambda: dispatcher.helpers == 1, what="joined")
+    async with _joined(tmp_path, window=5) as (consumer, dispatcher, helper):
         handed = consumer.publish(4)
         assert _topics(await helper.receive()) == _topics_of(handed)
         kept = consumer.publish(4)  # 8 > 5 unfinished: worker 0 keeps it
@@ -93,13 +97,7 @@ async def test_a_full_window_keeps_the_group_with_worker_zero(tmp_path: Path) ->
 async def test_worker_zero_keeps_a_group_while_it_holds_under_half_of_the_others_share(
     tmp_path: Path,
 ) -> None:
-    consumer = Consumer()
-    socket = tmp_path / "handoff.sock"
-    async with (
-        Dispatcher(consumer.receive, consumer.ack, socket, window=100) as dispatcher,
-        HandoffClient(socket) as helper,
-    ):
-        await wait_for(lambda: dispatcher.helpers == 1, what="joined")
+    async with _joined(tmp_path, window=100) as (consumer, dispatcher, helper):
         first = consumer.publish(4)  # worker 0 holds 0, the other 0: handed
         second = consumer.publish(4)  # 0 < half of 4: kept
         third = consumer.publish(4)  # 4 >= half of 4: handed
