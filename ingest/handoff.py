@@ -6,11 +6,10 @@ but every subscriber gets every message, so one client per host must hold it. Wo
 holds it (:class:`ingest.mqtt.MqttConsumer`) and its :class:`Dispatcher` hands each group of
 messages to another worker of the same host over a Unix socket, keeping a share of the
 groups for itself (less than the others get: it also receives and hands out every message).
-A worker (:class:`HandoffClient`) parses
-and writes what it is handed like any message of its own (:class:`ingest.mqtt_intake
-.MqttIntake`) and, after the commit, says which messages are done; worker 0 then sends
-their PUBACKs. Receipts are published by the worker that committed the message, on a
-connection of its own.
+A worker (:class:`HandoffClient`) parses and writes what it is handed like any message of
+its own (:class:`ingest.mqtt_intake.MqttIntake`) and, after the commit, says which messages
+are done; worker 0 then sends their PUBACKs. Receipts are published by the worker that
+committed the message, on a connection of its own.
 
 Nothing is acknowledged to the broker before its commit, whatever dies: a worker that
 dies gets its unfinished groups handed to the others (what it had committed counts as
@@ -48,9 +47,10 @@ _RECONNECT_MAX_S = 2.0
 #: Worker 0 keeps a group while its own unfinished messages are fewer than this share of the
 #: least-loaded other worker's. It also receives every message and hands most of them out
 #: (about a third of its CPU): with 2 workers, keeping a third of the groups balances the
-#: two. Keeping groups only when every other worker's window was full left it almost half
-#: of them, because Mosquitto 2.0 sends past the Receive Maximum; handing out all but those
-#: left the other worker as the bottleneck. Measured in docs/performance.md.
+#: two. Keeping groups only when every other worker's window was full depended on the
+#: broker: almost half of them with Mosquitto 2.0.11, which sends past the Receive Maximum,
+#: and almost none with 2.0.20, which keeps to it, leaving the other worker the bottleneck.
+#: Measured in docs/performance.md.
 _LOCAL_SHARE = 0.5
 
 
@@ -139,7 +139,9 @@ class Dispatcher(AsyncResource):
         self._server: asyncio.AbstractServer | None = None
         self._share_task: asyncio.Task[None] | None = None
         self._helper_tasks: set[asyncio.Task[None]] = set()
-        self._kept = 0  # messages kept here and not yet acknowledged
+        # Messages kept here and not yet acknowledged (one whose handling failed, and which the
+        # broker will send again, stays counted: worker 0 then only keeps a little less).
+        self._kept = 0
 
     @property
     def helpers(self) -> int:
