@@ -292,7 +292,7 @@ def ingest_rate(
         # Progress from the service's own counter: polling count(*) would cost the
         # database more CPU than it leaves to the ingest. Each poll costs the workers about
         # 1 to 2 ms (the metrics of every worker), and the end comes from the gauge below,
-        # not from the poll: half a second apart is often enough.
+        # not from the poll: half a second apart is enough.
         deadline = time.monotonic() + 300
         while accepted(second.url) < messages * READINGS_PER_MESSAGE:
             if time.monotonic() > deadline:
