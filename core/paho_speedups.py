@@ -21,17 +21,25 @@ only: :class:`ReadBuffer` reads the socket in large chunks instead of three or f
 calls a packet, :func:`join_writes` sends the acknowledgements queued together in one
 system call instead of one each, and :func:`deliver_directly` hands each message to
 ``on_message`` without paho's search for per-topic callbacks under two locks.
+
+And two for a client that publishes a QoS 1 message for every message received (the
+ingest's commit receipts): :func:`publish_untracked` sends one without the objects paho
+keeps to resend it (none of which a clean session can use), and :func:`skip_untracked_pubacks`
+ends the PUBACK of such a message without decoding it into objects.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import ssl
 from importlib.metadata import version
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import PUBACK, PUBLISH
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -44,6 +52,8 @@ __all__ = [
     "install",
     "installed",
     "join_writes",
+    "publish_untracked",
+    "skip_untracked_pubacks",
     "uninstall",
 ]
 
@@ -54,9 +64,17 @@ CHECKED_VERSIONS = frozenset({"2.1.0", "2.2.0"})
 
 _ORIGINALS = {
     name: Properties.__dict__[name]
-    for name in ("__init__", "__setattr__", "clear", "getIdentFromName", "getNameFromIdent")
+    for name in (
+        "__init__",
+        "__setattr__",
+        "clear",
+        "getIdentFromName",
+        "getNameFromIdent",
+        "unpack",
+    )
 }
 _paho_setattr = _ORIGINALS["__setattr__"]
+_paho_unpack = _ORIGINALS["unpack"]
 _TEMPLATE = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 _TABLES = {key: _TEMPLATE.__dict__[key] for key in ("types", "names", "properties")}
 _NAMES: dict[str, int] = _TEMPLATE.names
@@ -68,6 +86,7 @@ _NAME_BY_IDENT = {ident: name for name, ident in _NAMES.items()}
 _PACKETS_BY_IDENT: dict[int, list[int]] = {
     ident: packets for ident, (_type, packets) in _TEMPLATE.properties.items()
 }
+_FIRST_FAILURE = 0x80  # MQTT 5 reason codes from here on are failures (2.4)
 _PAHO_OWN = frozenset({"packetType", "types", "names", "properties"})
 # The properties paho checks the value of, or lets repeat (their values are lists).
 _CHECKED_BY_PAHO = frozenset(
@@ -83,6 +102,24 @@ _CHECKED_BY_PAHO = frozenset(
         "UserProperty",
     }
 )
+# How :func:`_unpack` reads the value of each property it reads itself: a fixed-size
+# integer (its byte count), or a length-prefixed string ("utf-8") or binary value ("bytes").
+# Repeatable properties, Variable Byte Integers and those paho checks are paho's to read.
+_VALUE_KINDS: dict[str, int | str] = {
+    "Byte": 1,
+    "Two Byte Integer": 2,
+    "Four Byte Integer": 4,
+    "Binary Data": "bytes",
+    "UTF-8 Encoded String": "utf-8",
+}
+_READ_BY_IDENT: dict[int, tuple[str, int | str, list[int]]] = {
+    ident: (_NAME_BY_IDENT[ident].replace(" ", ""), _VALUE_KINDS[_TEMPLATE.types[kind]], packets)
+    for ident, (kind, packets) in _TEMPLATE.properties.items()
+    if _TEMPLATE.types[kind] in _VALUE_KINDS
+    and _NAME_BY_IDENT[ident].replace(" ", "") not in _CHECKED_BY_PAHO
+}
+# Characters paho refuses in a UTF-8 string property (MQTT 1.5.4).
+_REFUSED_CHARACTERS = re.compile("[\x00\ud800-\udfff\ufeff]")
 
 
 def _init(self: Properties, packetType: int) -> None:  # noqa: N803  (paho's name)
@@ -117,12 +154,50 @@ def _name_from_ident(_self: Properties, identifier: int) -> str | None:
     return _NAME_BY_IDENT.get(identifier)
 
 
+def _unpack(self: Properties, buffer: bytes) -> tuple[Properties, int]:
+    # Under 128 bytes of properties, each of them read here: one pass over the bytes.
+    # Anything else (a longer block, a property paho reads or checks itself, a repeat, a
+    # value running past the block, a refused string) goes to paho's own from the start.
+    end = 1 + buffer[0] if buffer and buffer[0] < 0x80 else 0
+    if not end or end > len(buffer):
+        return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+    self.clear()  # type: ignore[no-untyped-call]
+    fields = self.__dict__
+    packet_type = fields["packetType"]
+    pos = 1
+    while pos < end:
+        read = _READ_BY_IDENT.get(buffer[pos])
+        if read is None or read[0] in fields or packet_type not in read[2]:
+            return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+        name, kind, _packets = read
+        pos += 1
+        value: object
+        if isinstance(kind, int):
+            value, pos = int.from_bytes(buffer[pos : pos + kind], "big"), pos + kind
+        else:
+            start = pos + 2
+            pos = start + (buffer[pos] << 8 | buffer[pos + 1] if start <= end else 0)
+            value = buffer[start:pos]
+            if kind == "utf-8":
+                try:
+                    value = buffer[start:pos].decode()
+                except UnicodeDecodeError:
+                    return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+                if _REFUSED_CHARACTERS.search(value):
+                    return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+        if pos > end:
+            return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+        fields[name] = value
+    return self, end
+
+
 _REPLACEMENTS: dict[str, Any] = {
     "__init__": _init,
     "__setattr__": _setattr,
     "clear": _clear,
     "getIdentFromName": _ident_from_name,
     "getNameFromIdent": _name_from_ident,
+    "unpack": _unpack,
 }
 
 
@@ -131,6 +206,7 @@ def installed() -> bool:
     return all(Properties.__dict__[name] is new for name, new in _REPLACEMENTS.items())
 
 
+@functools.cache
 def checked() -> bool:
     """Whether the installed paho-mqtt is one these speedups were checked against."""
     return version("paho-mqtt") in CHECKED_VERSIONS
@@ -273,3 +349,54 @@ def _end_run(run: list[Any], joined: list[Any]) -> None:
             }
         )
     run.clear()
+
+
+def publish_untracked(
+    client: mqtt.Client, topic: str, payload: bytes, properties: Properties
+) -> None:
+    """Queue a QoS 1 PUBLISH of ``payload`` on ``topic`` that paho does not keep.
+
+    paho's ``publish`` keeps a message object (with a lock and a condition) until its
+    PUBACK, to send it again after a reconnect that resumes the session. For a message
+    whose loss the sender recovers from otherwise (a commit receipt: the device sends its
+    message again), that is most of the cost of sending it. The packet is built and queued
+    by paho's own ``_send_publish``, with a packet identifier paho is not waiting on; its
+    PUBACK is ignored by paho as one it does not know (faster with
+    :func:`skip_untracked_pubacks`). Nothing is sent while the client is disconnected.
+    Call it on the thread that drives the client, with a checked paho version (:func:`checked`),
+    and a topic that :meth:`paho.mqtt.client.Client.publish` would accept.
+    """
+    waiting = client._out_messages  # noqa: SLF001  (paho's QoS > 0 messages awaiting their ack)
+    mid = client._mid_generate()  # noqa: SLF001
+    while mid in waiting:
+        mid = client._mid_generate()  # noqa: SLF001
+    client._send_publish(mid, topic.encode(), payload, 1, properties=properties)  # noqa: SLF001
+
+
+def skip_untracked_pubacks(client: mqtt.Client) -> bool:
+    """End a successful PUBACK for a message ``client`` does not keep before decoding it.
+
+    paho decodes every PUBACK into a packet, a reason code and a properties object before it
+    finds that it is waiting on no message of that identifier and does nothing. A PUBACK
+    without properties and with a reason code of success (none, or below 0x80, such as "no
+    matching subscribers") of a message paho does not keep now stops at that finding; every
+    other PUBACK goes to paho's own handler, so one paho keeps (or one carrying a failure or
+    properties) is handled as before. Only paho's debug log line for the skipped PUBACK is not
+    written. Applies only to checked paho versions; says whether it did.
+    """
+    if not checked():
+        return False
+    paho_handle = client._handle_pubackcomp  # noqa: SLF001
+
+    def handle(cmd: Any) -> MQTTErrorCode:
+        packet = client._in_packet["packet"]  # noqa: SLF001  (the packet being handled)
+        if (
+            cmd == "PUBACK"
+            and (len(packet) == 2 or (len(packet) == 3 and packet[2] < _FIRST_FAILURE))
+            and (packet[0] << 8 | packet[1]) not in client._out_messages  # noqa: SLF001
+        ):
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return paho_handle(cmd)
+
+    client._handle_pubackcomp = handle  # type: ignore[method-assign]  # noqa: SLF001
+    return True

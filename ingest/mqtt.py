@@ -49,6 +49,7 @@ from ingest.settings import MqttSettings
 __all__ = [
     "ANNOUNCE_TOPIC",
     "RECEIPTS_IN_FLIGHT",
+    "ChunkReadBridge",
     "Delivery",
     "JoinedWritesBridge",
     "MqttConsumer",
@@ -116,9 +117,17 @@ class _CorrelationOnly(Properties):
 def publish_receipt(
     client: mqtt.Client, topic: str, correlation: bytes | None, body: bytes
 ) -> None:
-    """Publish a receipt at QoS 1 with its correlation data (MQTT 5)."""
+    """Publish a receipt at QoS 1 with its correlation data (MQTT 5).
+
+    paho does not keep it for resending (:func:`core.paho_speedups.publish_untracked`,
+    with a checked paho): a receipt lost with the connection is recovered by the device,
+    which sends its message again when no receipt comes.
+    """
     props = _NO_PROPERTIES if correlation is None else _CorrelationOnly(correlation)
-    client.publish(topic, body, qos=1, properties=props)
+    if paho_speedups.checked():
+        paho_speedups.publish_untracked(client, topic, body, props)
+    else:
+        client.publish(topic, body, qos=1, properties=props)
     METRICS.receipts_sent.inc()
 
 
@@ -140,33 +149,31 @@ class JoinedWritesBridge(PahoLoopBridge):
         self.client.loop_write()
 
 
-class _BurstBridge(JoinedWritesBridge):
-    """Reads the messages waiting on the socket in one turn of the loop, not one a turn.
+class ChunkReadBridge(JoinedWritesBridge):
+    """Also reads the socket a chunk at a time, and every packet the chunk holds at once.
 
-    paho's ``loop_read`` reads one packet, and a turn of the event loop per message is a
-    large share of a message's cost. Reading stops at the first call that delivers no
-    message (nothing left, a partial packet, or another kind of packet), or when the
-    consumer paused reading because its inbox is full. With a checked paho version the
-    socket is read a chunk at a time (:class:`core.paho_speedups.ReadBuffer`): while the
-    chunk holds bytes not read yet, which the selector cannot announce, another burst is
-    scheduled at once.
+    For a connection that receives a packet for every message (the receipts' PUBACKs): one
+    turn of the event loop and three ``recv`` calls a packet otherwise. With a checked paho
+    version (:class:`core.paho_speedups.ReadBuffer`); one packet a turn otherwise. Bytes
+    held in the buffer are not announced by the selector: while it holds some after a
+    burst, another burst is scheduled at once.
     """
 
     def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(client, loop)
-        self.messages = 0  # counted by the consumer's on_message
         self._buffer = paho_speedups.ReadBuffer(client) if self._join else None
-        paho_speedups.deliver_directly(client)
 
     def read(self) -> None:
+        """Read the packets the socket and the buffer hold, up to a burst of them."""
+        buffer = self._buffer
         for _ in range(_READ_BURST):
-            before = self.messages
             self.client.loop_read()
-            if self.messages == before or self._paused:
+            if buffer is None or not buffer.pending or self._paused:
                 break
         self._read_held()
 
     def resume_reading(self) -> None:
+        """Read the socket again, and what the buffer held when reading was paused."""
         super().resume_reading()
         self._read_held()
 
@@ -192,6 +199,30 @@ class _BurstBridge(JoinedWritesBridge):
         super()._on_socket_close(client, userdata, sock)
 
 
+class _BurstBridge(ChunkReadBridge):
+    """Reads the messages waiting on the socket in one turn of the loop, not one a turn.
+
+    paho's ``loop_read`` reads one packet, and a turn of the event loop per message is a
+    large share of a message's cost. Reading stops at the first call that delivers no
+    message (nothing left, a partial packet, or another kind of packet), or when the
+    consumer paused reading because its inbox is full; what the read buffer still holds is
+    read on the next turn.
+    """
+
+    def __init__(self, client: mqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(client, loop)
+        self.messages = 0  # counted by the consumer's on_message
+        paho_speedups.deliver_directly(client)
+
+    def read(self) -> None:
+        for _ in range(_READ_BURST):
+            before = self.messages
+            self.client.loop_read()
+            if self.messages == before or self._paused:
+                break
+        self._read_held()
+
+
 class MqttConsumer(AsyncResource):
     """Receives telemetry from the broker; :meth:`receive` hands it out in arrival order."""
 
@@ -211,6 +242,7 @@ class MqttConsumer(AsyncResource):
         client.max_inflight_messages_set(RECEIPTS_IN_FLIGHT)
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        paho_speedups.skip_untracked_pubacks(client)  # the PUBACKs of its receipts
         self._link = MqttLink(
             client,
             address,

@@ -19,13 +19,14 @@ from typing import Protocol
 
 import msgspec
 
+from core import paho_speedups
 from core.backoff import Backoff
 from core.lifecycle import AsyncResource
 from core.mqtt_link import LinkState, MqttLink, new_client
 from core.mqtt_url import parse_mqtt_url
 from ingest.intake import answer
 from ingest.metrics import METRICS
-from ingest.mqtt import RECEIPTS_IN_FLIGHT, JoinedWritesBridge, publish_receipt
+from ingest.mqtt import RECEIPTS_IN_FLIGHT, ChunkReadBridge, publish_receipt
 from ingest.settings import MqttSettings
 from ingest.wire import Reject
 
@@ -71,12 +72,14 @@ class ReceiptPublisher(AsyncResource):
             address, client_id, protocol="5", persistent=False, ca_file=settings.mqtt_ca_file
         )
         client.max_inflight_messages_set(RECEIPTS_IN_FLIGHT)
+        paho_speedups.skip_untracked_pubacks(client)
         self._link = MqttLink(
             client,
             address,
             name=client_id,
             backoff=Backoff(_BACKOFF_FIRST_S, _BACKOFF_MAX_S),
-            bridge_factory=JoinedWritesBridge,  # the receipts of a commit leave in one write
+            # The receipts of a commit leave in one write, their PUBACKs are read in chunks.
+            bridge_factory=ChunkReadBridge,
         )
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,8 +70,14 @@ def test_the_installed_version_is_a_checked_one() -> None:
 
 def test_an_unchecked_version_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(paho_speedups, "version", lambda _name: "9.9.9")
-    assert not paho_speedups.install()
-    assert not paho_speedups.installed()
+    paho_speedups.checked.cache_clear()
+    try:
+        assert not paho_speedups.install()
+        assert not paho_speedups.installed()
+        assert not paho_speedups.skip_untracked_pubacks(mqtt.Client(CallbackAPIVersion.VERSION2))
+    finally:
+        monkeypatch.undo()
+        paho_speedups.checked.cache_clear()
 
 
 @pytest.mark.parametrize("packet_type", PACKET_TYPES)
@@ -257,3 +264,146 @@ def test_messages_go_to_on_message_directly() -> None:
     message.payload = b"{}"
     client._handle_on_message(message)
     assert seen == [("mine", b"{}")]
+
+
+_UNPACKED_BY = [PacketTypes.PUBLISH, PacketTypes.PUBACK, PacketTypes.CONNACK]
+# A property block: its identifier, then a length-prefixed or fixed-size value, in any mix,
+# with a block length that may be true or off (paho's errors must come out alike).
+_property = st.tuples(
+    st.integers(0, 45), st.one_of(st.binary(max_size=6), st.text(max_size=4).map(str.encode))
+)
+
+
+def _block(parts: list[tuple[int, bytes]], length_offset: int) -> bytes:
+    body = b"".join(
+        bytes((ident,)) + len(value).to_bytes(2, "big") + value for ident, value in parts
+    )
+    return bytes((max(0, len(body) + length_offset) % 256,)) + body + b"payload"
+
+
+@given(st.lists(_property, max_size=5), st.integers(-3, 3), st.sampled_from(_UNPACKED_BY))
+def test_property_blocks_unpack_alike(
+    parts: list[tuple[int, bytes]], length_offset: int, packet_type: int
+) -> None:
+    wire = _block(parts, length_offset)
+
+    def decode() -> object:
+        props = Properties(packet_type)  # type: ignore[no-untyped-call]
+        _same, used = props.unpack(wire)  # type: ignore[no-untyped-call]
+        return held(props), used
+
+    slow, fast = both(decode)
+    assert slow == fast
+
+
+@given(st.binary(max_size=40), st.sampled_from(_UNPACKED_BY))
+def test_any_bytes_unpack_alike(wire: bytes, packet_type: int) -> None:
+    def decode() -> object:
+        props = Properties(packet_type)  # type: ignore[no-untyped-call]
+        _same, used = props.unpack(wire)  # type: ignore[no-untyped-call]
+        return held(props), used
+
+    slow, fast = both(decode)
+    assert slow == fast
+
+
+@pytest.fixture
+def connected() -> Iterator[Callable[[], tuple[mqtt.Client, socket.socket]]]:
+    """Makes MQTT 5 clients whose socket is one end of a pair; gives the other end too."""
+    sockets: list[socket.socket] = []
+
+    def make() -> tuple[mqtt.Client, socket.socket]:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        ours, theirs = socket.socketpair()
+        sockets.extend((ours, theirs))
+        theirs.settimeout(0)
+        client._sock = ours
+        return client, theirs
+
+    yield make
+    for sock in sockets:
+        sock.close()
+
+
+def _sent(peer: socket.socket) -> bytes:
+    try:
+        return peer.recv(65536)
+    except BlockingIOError:
+        return b""
+
+
+def test_an_untracked_publish_sends_what_paho_would_and_keeps_nothing(
+    connected: Callable[[], tuple[mqtt.Client, socket.socket]],
+) -> None:
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.CorrelationData = b"\x00\x07"
+    paho_client, paho_peer = connected()
+    paho_client.publish("receipts/d1/x", b"{}", qos=1, properties=props)
+    client, peer = connected()
+    paho_speedups.publish_untracked(client, "receipts/d1/x", b"{}", props)
+    assert _sent(peer) == _sent(paho_peer) != b""
+    assert len(paho_client._out_messages) == 1
+    assert not client._out_messages  # nothing to resend, nothing to wait on
+
+
+def test_an_untracked_publish_uses_no_identifier_paho_waits_on(
+    connected: Callable[[], tuple[mqtt.Client, socket.socket]],
+) -> None:
+    client, peer = connected()
+    client.publish("kept", b"1", qos=1)  # mid 1, awaiting its PUBACK
+    _sent(peer)
+    client._last_mid = 0  # the identifiers wrapped around
+    paho_speedups.publish_untracked(client, "receipts/d1", b"{}", Properties(PacketTypes.PUBLISH))  # type: ignore[no-untyped-call]
+    packet = _sent(peer)
+    topic_end = 4 + len(b"receipts/d1")
+    assert packet[topic_end : topic_end + 2] == (2).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize(
+    ("ack", "paho_handles"),
+    [
+        (b"\x00\x09", False),  # success, no reason code
+        (b"\x00\x09\x10", False),  # no matching subscribers: a success
+        (b"\x00\x09\x87", True),  # not authorized: paho's to handle
+        (b"\x00\x09\x00\x00", True),  # properties: paho's to decode
+        (b"\x00\x01", True),  # a message paho keeps
+    ],
+)
+def test_pubacks_of_untracked_messages_end_early(
+    connected: Callable[[], tuple[mqtt.Client, socket.socket]], ack: bytes, paho_handles: bool
+) -> None:
+    client, _peer = connected()
+    published: list[int] = []
+    client.on_publish = lambda _c, _u, mid, _rc, _p: published.append(mid)
+    client.publish("kept", b"1", qos=1)  # mid 1
+    handled: list[str] = []
+    paho_handle = client._handle_pubackcomp
+
+    def spy(cmd: Any) -> Any:
+        handled.append(cmd)
+        return paho_handle(cmd)
+
+    client._handle_pubackcomp = spy  # type: ignore[method-assign]
+    assert paho_speedups.skip_untracked_pubacks(client)
+    client._in_packet["command"] = PUBACK
+    client._in_packet["packet"] = bytearray(ack)
+    assert client._packet_handle() == mqtt.MQTT_ERR_SUCCESS
+    assert bool(handled) == paho_handles
+    assert published == ([1] if ack == b"\x00\x01" else [])
+
+
+def test_a_receipt_request_is_unpacked_without_paho(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    source.ResponseTopic = "receipts/d1/x"
+    source.CorrelationData = b"\x00\x07"
+    source.MessageExpiryInterval = 60
+    wire = source.pack()  # type: ignore[no-untyped-call]
+
+    def refuse(_self: Properties, _buffer: bytes) -> None:
+        raise AssertionError("paho's own unpack was used")
+
+    monkeypatch.setattr(paho_speedups, "_paho_unpack", refuse)
+    assert paho_speedups.install()
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    assert props.unpack(wire + b"{}") == (props, len(wire))  # type: ignore[no-untyped-call]
+    assert held(props) == held(source)
