@@ -34,6 +34,7 @@ __all__ = ["NoReceipts", "ReceiptPublisher", "ReceiptSender", "receipt_body", "r
 
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 5.0
+_NOT_IN_A_TOPIC = frozenset("+#\0")  # wildcards, and the character MQTT forbids
 
 
 class ReceiptSender(Protocol):
@@ -47,9 +48,9 @@ class ReceiptSender(Protocol):
 def receipt_topic(device_id: str, response_topic: str) -> str | None:
     """Return ``response_topic`` when it lies under ``receipts/{device_id}``; else count it."""
     own = f"receipts/{device_id}"
-    if (response_topic == own or response_topic.startswith(own + "/")) and not frozenset(
-        "+#\0"
-    ).intersection(response_topic):
+    if (
+        response_topic == own or response_topic.startswith(own + "/")
+    ) and not _NOT_IN_A_TOPIC.intersection(response_topic):
         return response_topic
     METRICS.receipts_refused.inc()
     return None
