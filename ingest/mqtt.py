@@ -27,7 +27,7 @@ import asyncio
 import collections
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,8 @@ __all__ = [
     "Delivery",
     "JoinedWritesBridge",
     "MqttConsumer",
-    "publish_receipt",
+    "OutgoingReceipt",
+    "publish_receipts",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,21 +115,25 @@ class _CorrelationOnly(Properties):
         return packed
 
 
-def publish_receipt(
-    client: mqtt.Client, topic: str, correlation: bytes | None, body: bytes
-) -> None:
-    """Publish a receipt at QoS 1 with its correlation data (MQTT 5).
+#: A commit receipt to publish: its topic, the correlation data to echo, its body.
+OutgoingReceipt = tuple[str, bytes | None, bytes]
 
-    paho does not keep it for resending (:func:`core.paho_speedups.publish_untracked`,
+
+def publish_receipts(client: mqtt.Client, receipts: Sequence[OutgoingReceipt]) -> None:
+    """Publish receipts at QoS 1, each with its correlation data (MQTT 5).
+
+    paho does not keep them for resending (:func:`core.paho_speedups.publish_untracked`,
     with a checked paho): a receipt lost with the connection is recovered by the device,
     which sends its message again when no receipt comes.
     """
-    props = _NO_PROPERTIES if correlation is None else _CorrelationOnly(correlation)
-    if paho_speedups.checked():
-        paho_speedups.publish_untracked(client, topic, body, props)
-    else:
-        client.publish(topic, body, qos=1, properties=props)
-    METRICS.receipts_sent.inc()
+    untracked = paho_speedups.checked()
+    for topic, correlation, body in receipts:
+        props = _NO_PROPERTIES if correlation is None else _CorrelationOnly(correlation)
+        if untracked:
+            paho_speedups.publish_untracked(client, topic, body, props)
+        else:
+            client.publish(topic, body, qos=1, properties=props)
+    METRICS.receipts_sent.inc(len(receipts))  # once: each inc locks a shared file
 
 
 class JoinedWritesBridge(PahoLoopBridge):
@@ -326,11 +331,10 @@ class MqttConsumer(AsyncResource):
         if acked:
             METRICS.mqtt_acks.inc(acked)
 
-    def send_receipt(self, topic: str, correlation: bytes | None, body: bytes) -> None:
-        """Publish a commit receipt at QoS 1; skipped while disconnected (the device resends)."""
-        if not self.connected:
-            return
-        publish_receipt(self._link.client, topic, correlation, body)
+    def send_receipts(self, receipts: Sequence[OutgoingReceipt]) -> None:
+        """Publish commit receipts at QoS 1; skipped while disconnected (devices resend)."""
+        if self.connected:
+            publish_receipts(self._link.client, receipts)
 
     def _connect_properties(self) -> Properties:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

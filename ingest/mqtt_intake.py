@@ -213,10 +213,12 @@ class MqttIntake(AsyncResource):
         self._ack(deliveries)
         if receipts:
             outcome = fut.result()
+            outgoing = []
             for receipt in receipts:
                 new, duplicates = outcome.counts(sub, receipt.span)
                 body = receipt_body(new, duplicates, receipt.rejects)
-                self._receipts.send_receipt(receipt.topic, receipt.correlation, body)
+                outgoing.append((receipt.topic, receipt.correlation, body))
+            self._receipts.send_receipts(outgoing)
 
     def _retry_later(self, deliveries: list[Delivery], exc: BaseException) -> None:
         if self.state is not ResourceState.OPEN:

@@ -26,7 +26,7 @@ from core.mqtt_link import LinkState, MqttLink, new_client
 from core.mqtt_url import parse_mqtt_url
 from ingest.intake import answer
 from ingest.metrics import METRICS
-from ingest.mqtt import RECEIPTS_IN_FLIGHT, ChunkReadBridge, publish_receipt
+from ingest.mqtt import RECEIPTS_IN_FLIGHT, ChunkReadBridge, OutgoingReceipt, publish_receipts
 from ingest.settings import MqttSettings
 from ingest.wire import Reject
 
@@ -38,10 +38,10 @@ _NOT_IN_A_TOPIC = frozenset("+#\0")  # wildcards, and the character MQTT forbids
 
 
 class ReceiptSender(Protocol):
-    """Publishes one receipt at QoS 1 (the consumer's connection, or a helper's own)."""
+    """Publishes receipts at QoS 1 (the consumer's connection, or a helper's own)."""
 
-    def send_receipt(self, topic: str, correlation: bytes | None, body: bytes) -> None:
-        """Queue the receipt for sending; a lost one is recovered by the device's resend."""
+    def send_receipts(self, receipts: Sequence[OutgoingReceipt]) -> None:
+        """Queue the receipts of a commit; a lost one is recovered by the device's resend."""
         ...
 
 
@@ -94,14 +94,14 @@ class ReceiptPublisher(AsyncResource):
     async def _close(self) -> None:
         await self._link.close()
 
-    def send_receipt(self, topic: str, correlation: bytes | None, body: bytes) -> None:
-        """Publish a commit receipt at QoS 1; skipped while disconnected (the device resends)."""
+    def send_receipts(self, receipts: Sequence[OutgoingReceipt]) -> None:
+        """Publish commit receipts at QoS 1; skipped while disconnected (devices resend)."""
         if self.connected:
-            publish_receipt(self._link.client, topic, correlation, body)
+            publish_receipts(self._link.client, receipts)
 
 
 class NoReceipts:
     """Stands in where receipts cannot be asked for (MQTT 3.1.1 has no response topic)."""
 
-    def send_receipt(self, topic: str, correlation: bytes | None, body: bytes) -> None:
+    def send_receipts(self, receipts: Sequence[OutgoingReceipt]) -> None:
         """Do nothing: no MQTT 3.1.1 message carries a response topic."""

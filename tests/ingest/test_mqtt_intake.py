@@ -55,8 +55,8 @@ class Broker:
         self.acked += deliveries
         self._acked.set()
 
-    def send_receipt(self, topic: str, correlation: bytes | None, body: bytes) -> None:
-        self.receipts.append((topic, correlation, json.loads(body)))
+    def send_receipts(self, receipts: Sequence[tuple[str, bytes | None, bytes]]) -> None:
+        self.receipts += [(topic, corr, json.loads(body)) for topic, corr, body in receipts]
 
     def deliver(
         self, *messages: tuple[str, bytes], respond_to: str | None = None
