@@ -24,8 +24,9 @@ system call instead of one each, and :func:`deliver_directly` hands each message
 
 And two for a client that publishes a QoS 1 message for every message received (the
 ingest's commit receipts): :func:`publish_untracked` sends one without the objects paho
-keeps to resend it (none of which a clean session can use), and :func:`skip_untracked_pubacks`
-ends the PUBACK of such a message without decoding it into objects.
+keeps to resend it after a reconnect (a receipt lost that way is recovered by the device,
+which sends its message again), and :func:`skip_untracked_pubacks` ends the PUBACK of such
+a message without decoding it into objects.
 """
 
 from __future__ import annotations
@@ -159,16 +160,21 @@ def _unpack(self: Properties, buffer: bytes) -> tuple[Properties, int]:
     # Anything else (a longer block, a property paho reads or checks itself, a repeat, a
     # value running past the block, a refused string) goes to paho's own from the start.
     end = 1 + buffer[0] if buffer and buffer[0] < 0x80 else 0
-    if not end or end > len(buffer):
-        return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
-    self.clear()  # type: ignore[no-untyped-call]
-    fields = self.__dict__
+    if end and end <= len(buffer):
+        self.clear()  # type: ignore[no-untyped-call]
+        if _read_properties(self.__dict__, buffer, end):
+            return self, end
+    return _paho_unpack(self, buffer)  # type: ignore[no-any-return]  # it clears them again
+
+
+def _read_properties(fields: dict[str, Any], buffer: bytes, end: int) -> bool:
+    """Set the properties in ``buffer[1:end]`` in ``fields``; False at one for paho to read."""
     packet_type = fields["packetType"]
     pos = 1
     while pos < end:
         read = _READ_BY_IDENT.get(buffer[pos])
         if read is None or read[0] in fields or packet_type not in read[2]:
-            return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+            return False
         name, kind, _packets = read
         pos += 1
         value: object
@@ -177,18 +183,18 @@ def _unpack(self: Properties, buffer: bytes) -> tuple[Properties, int]:
         else:
             start = pos + 2
             pos = start + (buffer[pos] << 8 | buffer[pos + 1] if start <= end else 0)
-            value = buffer[start:pos]
+            value = raw = buffer[start:pos]
             if kind == "utf-8":
                 try:
-                    value = buffer[start:pos].decode()
+                    value = raw.decode()
                 except UnicodeDecodeError:
-                    return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+                    return False
                 if _REFUSED_CHARACTERS.search(value):
-                    return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+                    return False
         if pos > end:
-            return _paho_unpack(self, buffer)  # type: ignore[no-any-return]
+            return False
         fields[name] = value
-    return self, end
+    return True
 
 
 _REPLACEMENTS: dict[str, Any] = {
