@@ -29,6 +29,8 @@ from ingest.settings import StorageSettings
 
 __all__ = ["MIGRATIONS", "MigrationResult", "ResolvedMode", "migrate", "schema_state"]
 
+_RACE_ATTEMPTS = 3  # applications of a version that lost a catalog race (_apply_version)
+
 log = logging.getLogger(__name__)
 
 ResolvedMode = Literal["timescale", "plain"]
@@ -197,17 +199,43 @@ async def _migrate_locked(
     applied = []
     for version, name in MIGRATIONS:
         if version not in done and version <= target:
-            async with conn.transaction():
-                await conn.execute(_sql_for(version, name, mode).encode())
-                await conn.execute(
-                    "INSERT INTO schema_version (version, name) VALUES (%s, %s)", [version, name]
-                )
+            await _apply_version(conn, version, name, mode)
             for statement in _AFTER.get((version, mode), ()):
                 await conn.execute(statement)
             log.info("applied migration %03d_%s (%s path)", version, name, mode)
             applied.append(version)
     await _apply_settings(conn, mode, storage, max(current, target))
     return MigrationResult(mode, current, max(current, target), tuple(applied))
+
+
+async def _apply_version(
+    conn: AsyncConnection[TupleRow], version: int, name: str, mode: ResolvedMode
+) -> None:
+    """Apply one version in a transaction of its own, again if a catalog race undid it.
+
+    TimescaleDB's background jobs (the rollups' refresh policies) write catalog rows that a
+    version may drop or replace at the same moment; PostgreSQL then aborts the version's
+    transaction with "tuple concurrently deleted" (or "updated"). Nothing of it stays, so
+    it is applied again, up to :data:`_RACE_ATTEMPTS` times.
+    """
+    for attempt in range(1, _RACE_ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute(_sql_for(version, name, mode).encode())
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name) VALUES (%s, %s)", [version, name]
+                )
+        except psycopg.errors.InternalError_ as exc:
+            if "concurrently" not in str(exc) or attempt == _RACE_ATTEMPTS:
+                raise
+            log.warning(
+                "migration %03d_%s lost a race with a database job (%s); applying it again",
+                version,
+                name,
+                one_line(exc),
+            )
+        else:
+            return
 
 
 async def _apply_settings(

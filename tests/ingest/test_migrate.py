@@ -8,8 +8,9 @@ import psycopg
 import pytest
 
 from ingest import maintenance, statements
+from ingest import migrate as migrate_module
 from ingest.errors import MigrationError
-from ingest.migrate import MIGRATIONS, migrate
+from ingest.migrate import MIGRATIONS, ResolvedMode, migrate
 from ingest.settings import StorageSettings
 from tests.ingest.helpers import T0, fetch_all, mode_of, open_writer
 from tests.support.db import DatabaseServer
@@ -301,3 +302,40 @@ async def test_device_bookkeeping_updates_stay_in_their_pages(
         "SELECT count(*) FROM pg_indexes WHERE tablename = 'devices' AND indexdef LIKE '%gin%'",
     )
     assert indexes == [(1,)]  # one index on metadata, not two
+
+
+_CATALOG_RACE = (
+    "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000',"
+    " MESSAGE = 'tuple concurrently deleted'; END $$"
+)
+
+
+@pytest.mark.parametrize(("races", "applied"), [(2, True), (3, False)])
+async def test_a_version_that_loses_a_catalog_race_is_applied_again(
+    empty_db_url: str, monkeypatch: pytest.MonkeyPatch, races: int, applied: bool
+) -> None:
+    """A TimescaleDB job may race a version's DDL; the version's transaction is retried."""
+    newest = MIGRATIONS[-1][0]
+    settings = StorageSettings(storage_mode="plain")
+    await migrate(empty_db_url, settings, target=newest - 1)
+    real_sql = migrate_module._sql_for
+    calls: list[int] = []
+
+    def racing_sql(version: int, name: str, mode: ResolvedMode) -> str:
+        if version == newest:
+            calls.append(version)
+            if len(calls) <= races:
+                return _CATALOG_RACE
+        return real_sql(version, name, mode)
+
+    monkeypatch.setattr(migrate_module, "_sql_for", racing_sql)
+    if applied:
+        result = await migrate(empty_db_url, settings)
+        assert result.applied == (newest,)
+        assert len(calls) == races + 1
+    else:
+        with pytest.raises(MigrationError, match="concurrently deleted"):
+            await migrate(empty_db_url, settings)
+        assert len(calls) == races
+    versions = await fetch_all(empty_db_url, "SELECT max(version) FROM schema_version")
+    assert versions[0][0] == (newest if applied else newest - 1)
