@@ -51,6 +51,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     # After 11, which makes TimescaleDB's aggregates again (and so drops their indexes).
     (12, "rollup_key_index"),
     (13, "devices_hot_updates"),
+    (14, "devices_metadata_statistics"),
 )
 
 #: Statements run after a version's transaction, on that path only: they cannot run in one.
