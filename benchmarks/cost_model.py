@@ -7,6 +7,9 @@ with ``time.process_time`` over ``--rounds`` x 1,000 readings (median of ``--run
 - ``mqtt_receive``: the ingest's own consumer (:class:`ingest.mqtt.MqttConsumer`, paho
   with :mod:`core.paho_speedups`, as a worker runs it) draining a QoS 1 backlog and
   acknowledging it: socket reads, MQTT 5 decoding, the inbox, PUBACKs;
+- ``receipt_send``: a helper's receipt connection (:class:`ingest.receipts.ReceiptPublisher`)
+  publishing a commit receipt for every message, 256 a commit, and reading their PUBACKs
+  (what a message that asks for a receipt adds, besides its two properties);
 - ``parse``: msgspec's compiled decoding of the messages into the wire module's typed
   structs (JSON, field types, the RFC 3339 pattern), as its fast path does;
 - ``validate``: the rest of ``wire.parse_payload``: names, numbers, times read, items;
@@ -49,6 +52,7 @@ from ingest.devices import DeviceDirectory
 from ingest.intake import Intake, IntakeRules, accept
 from ingest.mqtt import MqttConsumer
 from ingest.pipeline import Pipeline, PipelineSettings, Submission, device_updates
+from ingest.receipts import ReceiptPublisher, receipt_body
 from ingest.records import ReadingSet, WriteResult
 from ingest.settings import MqttSettings
 from ingest.wire import Format, Limits, parse_payload
@@ -103,6 +107,28 @@ async def mqtt_receive(url: str, messages: int) -> float:
             got += len(group)
             consumer.ack(group)
         assert started is not None
+        return (time.process_time() - started) / messages * 1e6
+
+
+async def receipt_send(url: str, messages: int) -> float:
+    """CPU µs a message of publishing its receipt and reading the PUBACK."""
+    settings = MqttSettings(mqtt_url=url)
+    body = receipt_body(READINGS_PER_MESSAGE, 0, [])
+    async with ReceiptPublisher(settings, f"cost-{uuid.uuid4().hex[:8]}") as publisher:
+        await wait_for(lambda: publisher.connected, what="the receipt connection")
+        started = time.process_time()
+        for first in range(0, messages, 256):
+            publisher.send_receipts(
+                [
+                    (f"receipts/bench-{i % 100:05d}/cost", i.to_bytes(8, "big"), body)
+                    for i in range(first, min(first + 256, messages))
+                ]
+            )
+            await asyncio.sleep(0)  # a commit's receipts leave, PUBACKs come in meanwhile
+        # The broker answers QoS 1 in order (MQTT 5, 4.6): once a message paho tracks is
+        # acknowledged after them, so is every receipt.
+        last = publisher._link.client.publish("receipts/cost/done", b"", qos=1)  # noqa: SLF001
+        await wait_for(last.is_published, what="the PUBACKs")
         return (time.process_time() - started) / messages * 1e6
 
 
@@ -220,6 +246,7 @@ def main() -> int:
         for _ in range(args.runs):
             stages = {"mqtt_receive": asyncio.run(mqtt_receive(mqtt_url, args.messages))}
             stages["mqtt_receive"] *= MESSAGES
+            stages["receipt_send"] = asyncio.run(receipt_send(mqtt_url, args.messages)) * MESSAGES
             stages |= asyncio.run(in_memory_stages(args.rounds))
             with scratch_database(admin, mode) as url:
                 stages |= asyncio.run(writer_stages(url, mode, args.rows))
