@@ -80,7 +80,9 @@ def test_proxy_cuts_and_restores_a_database_connection(
 ) -> None:
     proxy = tcp_proxy(*pg_server.host_port)
     via_proxy = make_conninfo(pg_server.admin_url, host="127.0.0.1", port=proxy.port)
-    with psycopg.connect(via_proxy, connect_timeout=5) as conn:
+    # autocommit: leaving the block must not send a COMMIT on the connection just cut (a
+    # cut can leave it mid-command, and the COMMIT then fails outside pytest.raises).
+    with psycopg.connect(via_proxy, connect_timeout=5, autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
         proxy.stop()
         with pytest.raises(psycopg.OperationalError):
